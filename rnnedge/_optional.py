@@ -1,0 +1,46 @@
+"""Optional dependencies: checked without importing them, imported only where used.
+
+`import rnnedge` must stay light (numpy + onnxruntime), so torch, onnx and TensorRT are looked
+up with `importlib.util.find_spec` and imported through `require`, which turns a missing
+package into an error that names the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from rnnedge.errors import RuntimeUnavailableError
+
+# module name -> (pip extra that provides it, distribution to mention)
+_EXTRAS: dict[str, tuple[str, str]] = {
+    "torch": ("export", "torch==2.13.0"),
+    "onnx": ("export", "onnx"),
+    "onnxscript": ("export", "onnxscript"),
+    "onnxruntime": ("cpu", "onnxruntime"),
+    "tensorrt": ("tensorrt", "tensorrt"),
+    "cuda": ("tensorrt", "cuda-python"),
+    "matplotlib": ("plot", "matplotlib"),
+}
+
+
+def is_available(module: str) -> bool:
+    """True when `module` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import `module`, or raise an error that says what needs it and how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra, dist = _EXTRAS.get(module.split(".")[0], ("", module))
+        hint = f"pip install 'rnnedge[{extra}]'" if extra else f"pip install {dist}"
+        raise RuntimeUnavailableError(
+            f"{purpose} needs the Python package '{dist}', which is not importable here "
+            f"({exc.__class__.__name__}: {exc}); install it with: {hint}"
+        ) from exc

@@ -1,0 +1,1 @@
+"""Exporters: PyTorch → ONNX (and ONNX → TensorRT engine where TensorRT is installed)."""

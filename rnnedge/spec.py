@@ -1,0 +1,182 @@
+"""What a runtime needs to know about a recurrent graph, stored inside the ONNX file itself.
+
+The spec travels as JSON in the model's `metadata_props` under `rnnedge.spec`, so one `.onnx`
+file is all an app ships: names of the sequence and state tensors, which axis is batch and
+which is time, the normalization the model was trained with, and who produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rnnedge.errors import ModelFileError
+
+SPEC_KEY = "rnnedge.spec"
+SPEC_FORMAT = 1
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: a symbolic dim is a string (`"batch"`, `"seq_len"`)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """A recurrent state carried between calls: fed as `input`, read back from `output`.
+
+    `batch_axis` says where the batch lives in the state tensor, so a stream can check that a
+    restored state belongs to a stream of the same batch size.
+    """
+
+    input: str
+    output: str
+    batch_axis: int = 1
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StatePair:
+        return cls(str(d["input"]), str(d["output"]), int(d.get("batch_axis", 1)))
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-feature statistics a model was trained with; outputs are the `target_index` columns."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    target_index: tuple[int, ...]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Normalization:
+        return cls(
+            tuple(float(v) for v in d["mean"]),
+            tuple(float(v) for v in d["std"]),
+            tuple(int(v) for v in d["target_index"]),
+        )
+
+
+@dataclass
+class RnnSpec:
+    """The recurrent contract of an exported graph.
+
+    `cell` and the sizes are known for models rnnedge built and for PyTorch RNN modules it could
+    inspect; for a foreign ONNX file they stay `None` and only names, axes and state pairs are
+    filled in (by detection or by the user).
+    """
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    data_input: str
+    data_output: str
+    state_pairs: list[StatePair] = field(default_factory=list)
+    batch_first: bool = True
+    cell: str | None = None
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    input_size: int | None = None
+    output_size: int | None = None
+    bidirectional: bool = False
+    normalization: Normalization | None = None
+    producer: dict[str, str] = field(default_factory=dict)
+    format: int = SPEC_FORMAT
+
+    @property
+    def batch_axis(self) -> int:
+        return 0 if self.batch_first else 1
+
+    @property
+    def seq_axis(self) -> int:
+        return 1 if self.batch_first else 0
+
+    @property
+    def streamable(self) -> bool:
+        """A model streams when it carries state and reads time in one direction only."""
+        return bool(self.state_pairs) and not self.bidirectional
+
+    def input(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def output(self, name: str) -> TensorSpec:
+        for t in self.outputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model") -> RnnSpec:
+        """Parse a stored spec; anything malformed is reported as a broken model file."""
+        try:
+            d = json.loads(text)
+            if int(d.get("format", 0)) > SPEC_FORMAT:
+                raise ModelFileError(
+                    f"{source}: its rnnedge spec has format {d['format']}, this rnnedge reads "
+                    f"format ≤ {SPEC_FORMAT}; upgrade rnnedge"
+                )
+            norm = d.get("normalization")
+            spec = cls(
+                inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
+                outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
+                data_input=str(d["data_input"]),
+                data_output=str(d["data_output"]),
+                state_pairs=[StatePair.from_dict(p) for p in d.get("state_pairs", [])],
+                batch_first=bool(d.get("batch_first", True)),
+                cell=d.get("cell"),
+                num_layers=d.get("num_layers"),
+                hidden_size=d.get("hidden_size"),
+                input_size=d.get("input_size"),
+                output_size=d.get("output_size"),
+                bidirectional=bool(d.get("bidirectional", False)),
+                normalization=Normalization.from_dict(norm) if norm else None,
+                producer={str(k): str(v) for k, v in d.get("producer", {}).items()},
+                format=int(d.get("format", SPEC_FORMAT)),
+            )
+        except ModelFileError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelFileError(
+                f"{source}: metadata '{SPEC_KEY}' is not a valid rnnedge spec "
+                f"({exc.__class__.__name__}: {exc}); re-export the model with rnnedge"
+            ) from exc
+        spec.validate(source)
+        return spec
+
+    def validate(self, source: str = "model") -> None:
+        """Check that every name the spec refers to exists, so runtimes can trust it."""
+        in_names = {t.name for t in self.inputs}
+        out_names = {t.name for t in self.outputs}
+        problems = []
+        if self.data_input not in in_names:
+            problems.append(f"data input '{self.data_input}' is not a graph input")
+        if self.data_output not in out_names:
+            problems.append(f"data output '{self.data_output}' is not a graph output")
+        for p in self.state_pairs:
+            if p.input not in in_names or p.output not in out_names:
+                problems.append(f"state pair {p.input}->{p.output} does not name graph tensors")
+        if self.cell is not None and self.cell not in CELLS:
+            problems.append(f"cell '{self.cell}' is not one of {', '.join(CELLS)}")
+        if problems:
+            raise ModelFileError(f"{source}: inconsistent rnnedge spec: {'; '.join(problems)}")
+
+
+def dims_to_str(shape: Sequence[Dim]) -> str:
+    """Render a shape with symbolic dims for messages: `(batch, seq_len, 1)`."""
+    return "(" + ", ".join(str(d) for d in shape) + ")"
