@@ -207,7 +207,11 @@ def _write_predictions(y: np.ndarray, columns: Sequence[str], out: str | None) -
         else:
             _atomic_write(Path(out), lambda p: p.write_text(buf.getvalue()))
     elif out.endswith(".npy"):
-        _atomic_write(Path(out), lambda p: np.save(open(p, "wb"), y))
+        def save_npy(p: Path) -> None:
+            with open(p, "wb") as f:  # np.save(path) would append ".npy" to the temporary name
+                np.save(f, y)
+
+        _atomic_write(Path(out), save_npy)
     elif out.endswith(".json"):
         text = json.dumps({"columns": list(columns), "forecast": y.tolist()})
         _atomic_write(Path(out), lambda p: p.write_text(text))
@@ -218,6 +222,7 @@ def _write_predictions(y: np.ndarray, columns: Sequence[str], out: str | None) -
 def cmd_run(args: argparse.Namespace) -> int:
     from rnnedge import data
     from rnnedge.runtime import load
+    from rnnedge.validate import check_sequence
 
     if args.chunk < 1:
         raise InputError(f"--chunk must be ≥ 1, got {args.chunk}")
@@ -227,6 +232,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = model.spec
         x = series.values.astype(np.float32)
         x = x[None] if spec.batch_first else x[:, None]
+        # the whole series at once, so NaN indices are the file's and ffill crosses chunks
+        x = check_sequence(x, spec, "x", args.nan_policy)
         if args.stream:
             stream = model.stream(batch=1, nan_policy=args.nan_policy)
             steps = x.shape[spec.seq_axis]

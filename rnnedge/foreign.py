@@ -5,24 +5,25 @@ pairing and the axes are unwritten. This module recovers them from names and sha
 it needs nothing beyond what `session.get_inputs()` reports (numpy + onnxruntime; `onnx` is
 imported lazily, only to list RNN nodes for `rnnedge inspect`).
 
-State pairs (unless `state_names` is given), rules tried in order for each graph input; the
+State pairs (unless `state_names` is given): rules tried in order for each graph input; the
 first rule that matches any compatible output decides, and name comparison ignores case:
 
-    (a) X0   -> Xn                 h0 -> hn, c0 -> cn, state0 -> stateN, h_0 -> h_n
-    (b) X    -> Xn, X_n, X_out, Xout, new_X, next_X      state -> stateN, h -> h_out
-    (c) X_in, Xin -> X_out, Xout                         h_in -> h_out
-    (d) in_X -> out_X                                    in_state -> out_state
+    (a) X0 -> Xn                                        h0 -> hn, state0 -> stateN, h_0 -> h_n
+    (b) X -> Xn, X_n, X_out, Xout, new_X, next_X        state -> stateN, h -> h_out
+    (c) X_in, Xin -> X_out, Xout                        h_in -> h_out
+    (d) in_X -> out_X                                   in_state -> out_state
 
 An output is compatible when it has the input's dtype and rank, and equal dims wherever both
 are fixed (symbolic dims may be named differently). Two candidates under one rule, or two
-inputs claiming one output, is an `InputError`: guessing wrong would stream wrong numbers.
+inputs claiming one output, is an `InputError`: a wrong guess would stream wrong numbers.
+A named `data_input`/`data_output` is never taken for a state.
 
 Batch axis of a state: its only symbolic dim; else axis 1 for rank ≥ 3 (PyTorch's
 (layers·dirs, batch, hidden)) and axis 0 below that.
 
-`batch_first` when not given: the state's batch dim (the first pair whose batch dim is known)
-is looked up in the data input's dims 0 and 1, by name when symbolic and by value when fixed;
-if exactly one of them equals it, that one is the batch axis. Otherwise True.
+`batch_first` when not given: each state's batch dim (in pair order) is looked up in the data
+input's dims 0 and 1, by name when symbolic and by value when fixed; the first state for which
+exactly one of them equals it decides (dim 0 → True, dim 1 → False). Otherwise True.
 """
 
 from __future__ import annotations
@@ -41,43 +42,33 @@ PRODUCER = {"detected": "rnnedge.foreign"}
 RNN_OP_TYPES = ("RNN", "LSTM", "GRU")
 NO_ONNX_NOTE = "onnx not installed: ops not listed"
 _STATE_EXAMPLE = "e.g. --state h0:hn,c0:cn (input:output, comma-separated)"
-
-
-def _rule_a(name: str) -> set[str]:
-    return {name[:-1] + "n"} if len(name) > 1 and name.endswith("0") else set()
-
-
-def _rule_b(name: str) -> set[str]:
-    return {name + s for s in ("n", "_n", "_out", "out")} | {f"new_{name}", f"next_{name}"}
+Pairs = list[tuple[TensorSpec, TensorSpec]]
 
 
 def _rule_c(name: str) -> set[str]:
-    for suffix in ("_in", "in"):
-        stem = name[: -len(suffix)]
-        if name.endswith(suffix) and stem:
-            return {stem + "_out", stem + "out"}
-    return set()
+    stem = name[:-3] if name.endswith("_in") else name[:-2] if name.endswith("in") else ""
+    return {stem + "_out", stem + "out"} if stem else set()
 
 
-def _rule_d(name: str) -> set[str]:
-    return {"out_" + name[3:]} if name.startswith("in_") and len(name) > 3 else set()
-
-
-# (description for messages, lowercase input name -> lowercase output names it pairs with)
+# (rule for messages, lowercase input name -> the lowercase output names it pairs with)
 _RULES: tuple[tuple[str, Callable[[str], set[str]]], ...] = (
-    ("X0 -> Xn", _rule_a),
-    ("X -> Xn/X_n/X_out/Xout/new_X/next_X", _rule_b),
+    ("X0 -> Xn", lambda n: {n[:-1] + "n"} if len(n) > 1 and n.endswith("0") else set()),
+    (
+        "X -> Xn/X_n/X_out/Xout/new_X/next_X",
+        lambda n: {n + "n", n + "_n", n + "_out", n + "out", "new_" + n, "next_" + n},
+    ),
     ("X_in/Xin -> X_out/Xout", _rule_c),
-    ("in_X -> out_X", _rule_d),
+    ("in_X -> out_X", lambda n: {"out_" + n[3:]} if n.startswith("in_") and n[3:] else set()),
 )
 
 
-def _listing(tensors: Sequence[TensorSpec]) -> str:
-    return ", ".join(f"{t.name}{dims_to_str(t.shape)}" for t in tensors) or "none"
+def _listing(label: str, tensors: Sequence[TensorSpec]) -> str:
+    """`inputs: x(batch, seq, 3), h0(1, batch, 4)`, so an error shows what there is."""
+    return f"{label}: " + (", ".join(f"{t.name}{dims_to_str(t.shape)}" for t in tensors) or "none")
 
 
-def _graph_listing(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str:
-    return f"inputs: {_listing(inputs)}; outputs: {_listing(outputs)}"
+def _graph(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str:
+    return f"{_listing('inputs', inputs)}; {_listing('outputs', outputs)}"
 
 
 def _incompatibility(inp: TensorSpec, out: TensorSpec) -> str | None:
@@ -101,48 +92,39 @@ def state_batch_axis(state: TensorSpec) -> int:
 
 
 def _explicit_pairs(
-    state_names: Mapping[str, str],
-    inputs: Sequence[TensorSpec],
-    outputs: Sequence[TensorSpec],
-    source: str,
-) -> list[tuple[TensorSpec, TensorSpec]]:
+    names: Mapping[str, str], inputs: list[TensorSpec], outputs: list[TensorSpec], source: str
+) -> Pairs:
     by_in, by_out = {t.name: t for t in inputs}, {t.name: t for t in outputs}
-    pairs, used = [], set()
-    for i_name, o_name in state_names.items():
+    pairs: Pairs = []
+    for i_name, o_name in names.items():
         missing = [f"input '{i_name}'"] if i_name not in by_in else []
         missing += [f"output '{o_name}'"] if o_name not in by_out else []
         if missing:
             raise InputError(
                 f"{source}: state pair {i_name}:{o_name} names no graph {' or '.join(missing)}; "
-                f"the graph has {_graph_listing(inputs, outputs)}"
+                f"the graph has {_graph(inputs, outputs)}"
             )
-        if o_name in used:
+        if any(o.name == o_name for _, o in pairs):
             raise InputError(f"{source}: state output '{o_name}' is paired with two inputs")
-        why = _incompatibility(by_in[i_name], by_out[o_name])
+        inp, out = by_in[i_name], by_out[o_name]
+        why = _incompatibility(inp, out)
         if why:
             raise InputError(
                 f"{source}: state pair {i_name}:{o_name} cannot be carried ({why}): "
-                f"{i_name}{dims_to_str(by_in[i_name].shape)} vs "
-                f"{o_name}{dims_to_str(by_out[o_name].shape)}"
+                f"{i_name}{dims_to_str(inp.shape)} vs {o_name}{dims_to_str(out.shape)}"
             )
-        used.add(o_name)
-        pairs.append((by_in[i_name], by_out[o_name]))
+        pairs.append((inp, out))
     return pairs
 
 
-def _detected_pairs(
-    inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], source: str
-) -> list[tuple[TensorSpec, TensorSpec]]:
-    pairs: list[tuple[TensorSpec, TensorSpec]] = []
-    claimed: dict[str, str] = {}
+def _detected_pairs(inputs: list[TensorSpec], outputs: list[TensorSpec], source: str) -> Pairs:
+    pairs: Pairs = []
+    claimed: dict[str, str] = {}  # output -> input
     for inp in inputs:
         for rule, targets_of in _RULES:
             targets = targets_of(inp.name.lower())
-            found = [
-                o
-                for o in outputs
-                if o.name.lower() in targets and _incompatibility(inp, o) is None
-            ]
+            found = [o for o in outputs if o.name.lower() in targets]
+            found = [o for o in found if _incompatibility(inp, o) is None]
             if len(found) > 1:
                 names = " and ".join(f"'{o.name}'" for o in found)
                 raise InputError(
@@ -150,25 +132,24 @@ def _detected_pairs(
                     f"{names} (rule {rule}); pass state_names, e.g. "
                     f"--state {inp.name}:{found[0].name}"
                 )
-            if found:
-                out = found[0]
-                if out.name in claimed:
-                    raise InputError(
-                        f"{source}: state output '{out.name}' is ambiguous: inputs "
-                        f"'{claimed[out.name]}' and '{inp.name}' both pair with it; pass "
-                        f"state_names, e.g. --state {claimed[out.name]}:{out.name}"
-                    )
-                claimed[out.name] = inp.name
-                pairs.append((inp, out))
-                break
+            if not found:
+                continue
+            out = found[0]
+            if out.name in claimed:
+                raise InputError(
+                    f"{source}: state output '{out.name}' is ambiguous: inputs "
+                    f"'{claimed[out.name]}' and '{inp.name}' both pair with it; pass "
+                    f"state_names, e.g. --state {claimed[out.name]}:{out.name}"
+                )
+            claimed[out.name] = inp.name
+            pairs.append((inp, out))
+            break
     return pairs
 
 
-def _infer_batch_first(
-    data: TensorSpec, pairs: Sequence[StatePair], states: Mapping[str, TensorSpec]
-) -> bool:
-    for p in pairs:
-        batch = states[p.input].shape[p.batch_axis]
+def _infer_batch_first(data: TensorSpec, states: Sequence[TensorSpec]) -> bool:
+    for state in states:
+        batch = state.shape[state_batch_axis(state)] if state.shape else None
         hits = [axis for axis in (0, 1) if axis < len(data.shape) and data.shape[axis] == batch]
         if len(hits) == 1:
             return hits[0] == 0
@@ -190,7 +171,7 @@ def detect_spec(
     Args:
         inputs: Graph inputs, e.g. `session_tensor_specs(session.get_inputs())`.
         outputs: Graph outputs, same form.
-        state_names: Input -> output state pairs to use instead of detection; `{}` means the
+        state_names: Input -> output state pairs to use instead of detection; `{}` says the
             model carries no state.
         data_input: The sequence input; default the first non-state input of rank 3.
         data_output: The sequence output; default the first non-state output.
@@ -205,33 +186,24 @@ def detect_spec(
             or no data input/output can be found.
     """
     inputs, outputs = list(inputs), list(outputs)
-    in_names, out_names = {t.name for t in inputs}, {t.name for t in outputs}
-    for what, name, names in (
-        ("data input", data_input, in_names),
-        ("data output", data_output, out_names),
-    ):
-        if name is not None and name not in names:
+    for what, name, tensors in (("input", data_input, inputs), ("output", data_output, outputs)):
+        if name is not None and all(t.name != name for t in tensors):
             raise InputError(
-                f"{source}: {what} '{name}' is not in the graph; it has "
-                f"{_graph_listing(inputs, outputs)}"
+                f"{source}: data {what} '{name}' is not in the graph; it has "
+                f"{_graph(inputs, outputs)}"
             )
     if state_names is not None:
         raw = _explicit_pairs(state_names, inputs, outputs, source)
-    else:  # a named data tensor is never taken for a state
+    else:
         raw = _detected_pairs(
             [t for t in inputs if t.name != data_input],
             [t for t in outputs if t.name != data_output],
             source,
         )
-    pairs = [StatePair(i.name, o.name, state_batch_axis(i)) for i, o in raw]
-    state_in, state_out = {p.input for p in pairs}, {p.output for p in pairs}
-    for what, name, states in (
-        ("data input", data_input, state_in),
-        ("data output", data_output, state_out),
-    ):
-        if name is not None and name in states:
-            raise InputError(f"{source}: {what} '{name}' is also named as a state")
-
+    state_in, state_out = {i.name for i, _ in raw}, {o.name for _, o in raw}
+    for what, name, states in (("input", data_input, state_in), ("output", data_output, state_out)):
+        if name in states:
+            raise InputError(f"{source}: data {what} '{name}' is also named as a state")
     if data_input is None:
         data_input = next(
             (t.name for t in inputs if t.name not in state_in and len(t.shape) == 3), None
@@ -239,24 +211,24 @@ def detect_spec(
         if data_input is None:
             raise InputError(
                 f"{source}: no rank-3 non-state input to use as the sequence input "
-                f"(inputs: {_listing(inputs)}); pass data_input"
+                f"({_listing('inputs', inputs)}); pass data_input"
             )
     if data_output is None:
         data_output = next((t.name for t in outputs if t.name not in state_out), None)
         if data_output is None:
             raise InputError(
                 f"{source}: every output is a state, none is left for the sequence output "
-                f"(outputs: {_listing(outputs)}); pass data_output or state_names"
+                f"({_listing('outputs', outputs)}); pass data_output or state_names"
             )
     if batch_first is None:
         data = next(t for t in inputs if t.name == data_input)
-        batch_first = _infer_batch_first(data, pairs, {t.name: t for t in inputs})
+        batch_first = _infer_batch_first(data, [i for i, _ in raw])
     spec = RnnSpec(
         inputs=inputs,
         outputs=outputs,
         data_input=data_input,
         data_output=data_output,
-        state_pairs=pairs,
+        state_pairs=[StatePair(i.name, o.name, state_batch_axis(i)) for i, o in raw],
         batch_first=batch_first,
         producer=dict(PRODUCER),
     )
@@ -296,18 +268,15 @@ def parse_state_arg(text: str | Sequence[str]) -> dict[str, str]:
 def resolve_spec(session: Any, *, source: str = "model", **detect: Any) -> RnnSpec:
     """The stored rnnedge spec when present, else one detected from the session's tensors.
 
-    `detect` takes the keyword arguments of `detect_spec` (other than `source`); they only
-    apply to foreign models, since a stored spec was written from the module itself.
+    `detect` takes `detect_spec`'s keyword arguments; they apply to foreign models only,
+    since a stored spec was written from the module itself.
     """
     stored = read_spec(session, source)
     if stored is not None:
         return stored
-    return detect_spec(
-        session_tensor_specs(session.get_inputs()),
-        session_tensor_specs(session.get_outputs()),
-        source=source,
-        **detect,
-    )
+    inputs = session_tensor_specs(session.get_inputs())
+    outputs = session_tensor_specs(session.get_outputs())
+    return detect_spec(inputs, outputs, source=source, **detect)
 
 
 def rnn_ops(path: str | os.PathLike[str]) -> list[str]:
@@ -333,12 +302,10 @@ def rnn_ops(path: str | os.PathLike[str]) -> list[str]:
         for i, node in enumerate(graph.node):
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type in RNN_OP_TYPES:
-                direction = attrs.get("direction", b"forward")
-                direction = direction.decode() if isinstance(direction, bytes) else direction
-                label = node.name or f"{node.op_type}_{i}"
+                direction = attrs.get("direction", b"forward").decode()
                 found.append(
-                    f"{node.op_type}({label}, hidden_size={attrs.get('hidden_size')}, "
-                    f"direction={direction})"
+                    f"{node.op_type}({node.name or f'{node.op_type}_{i}'}, "
+                    f"hidden_size={attrs.get('hidden_size')}, direction={direction})"
                 )
             for value in attrs.values():  # Loop/Scan/If bodies
                 for sub in value if isinstance(value, list) else [value]:
@@ -355,71 +322,46 @@ def _tensor_info(t: TensorSpec) -> dict[str, Any]:
 
 
 def describe(
-    session: Any,
-    *,
-    ops: list[str] | None = None,
-    source: str = "model",
-    state_names: Mapping[str, str] | None = None,
-    data_input: str | None = None,
-    data_output: str | None = None,
-    batch_first: bool | None = None,
+    session: Any, *, ops: list[str] | None = None, source: str = "model", **detect: Any
 ) -> dict[str, Any]:
     """Everything `rnnedge inspect` shows about a model, as plain data (rendered elsewhere).
 
-    A detection failure (say an ambiguous pairing) is reported in `spec_error` instead of
-    raised, so inspecting a model is how a user finds out which `--state` to pass.
+    A detection failure (say an ambiguous pairing) lands in `spec_error` instead of being
+    raised, since inspecting a model is how a user finds out which `--state` to pass.
 
     Args:
         session: An onnxruntime InferenceSession.
         ops: RNN node descriptions from `rnn_ops(path)`; None when not looked up.
         source: Model name for messages.
-        state_names: Passed to `detect_spec`; ignored when the model has a stored spec.
-        data_input: Same.
-        data_output: Same.
-        batch_first: Same.
+        **detect: `detect_spec` keyword arguments (`state_names`, ...), used for foreign
+            models only.
 
     Returns:
-        Keys `inputs`/`outputs` (name, dtype, shape, dynamic_axes), `spec_origin` ("stored",
-        "detected" or None), `spec` (the RnnSpec fields other than inputs/outputs, plus
-        `batch_axis`, `seq_axis`, `streamable`; None on failure), `spec_error`,
-        `state_pairs`, `extra_inputs`, `ops` and `ops_note`.
+        `inputs`/`outputs` (name, dtype, shape, dynamic_axes), `spec_origin` ("stored",
+        "detected" or None), `spec` (RnnSpec fields but inputs/outputs, plus `batch_axis`,
+        `seq_axis`, `streamable`; None on failure), `spec_error`, `state_pairs`,
+        `extra_inputs` (tensor dicts), `ops` and `ops_note`.
     """
-    inputs = session_tensor_specs(session.get_inputs())
-    outputs = session_tensor_specs(session.get_outputs())
     spec: RnnSpec | None = read_spec(session, source)
-    origin: str | None = "stored" if spec is not None else None
-    error: str | None = None
+    origin, error = ("stored" if spec else None), None
     if spec is None:
         try:
-            spec = detect_spec(
-                inputs,
-                outputs,
-                state_names=state_names,
-                data_input=data_input,
-                data_output=data_output,
-                batch_first=batch_first,
-                source=source,
-            )
-            origin = "detected"
+            spec, origin = resolve_spec(session, source=source, **detect), "detected"
         except InputError as exc:
             error = str(exc)
-    spec_info: dict[str, Any] | None = None
+    info = None
     if spec is not None:
-        spec_info = {k: v for k, v in asdict(spec).items() if k not in ("inputs", "outputs")}
-        spec_info.update(
-            batch_axis=spec.batch_axis, seq_axis=spec.seq_axis, streamable=spec.streamable
-        )
-    note = None
+        info = {k: v for k, v in asdict(spec).items() if k not in ("inputs", "outputs")}
+        info.update(batch_axis=spec.batch_axis, seq_axis=spec.seq_axis, streamable=spec.streamable)
+    note = None if ops is not None else "ops not listed (pass ops=rnn_ops(path))"
     if not ops and not is_available("onnx"):
         note = NO_ONNX_NOTE
-    elif ops is None:
-        note = "ops not listed (pass ops=rnn_ops(path))"
     return {
         "source": source,
-        "inputs": [_tensor_info(t) for t in inputs],
-        "outputs": [_tensor_info(t) for t in outputs],
+        "inputs": [_tensor_info(t) for t in session_tensor_specs(session.get_inputs())],
+        "outputs": [_tensor_info(t) for t in session_tensor_specs(session.get_outputs())],
         "spec_origin": origin,
-        "spec": spec_info,
+        "spec": info,
         "spec_error": error,
         "state_pairs": [asdict(p) for p in spec.state_pairs] if spec else [],
         "extra_inputs": [_tensor_info(t) for t in extra_inputs(spec)] if spec else [],

@@ -50,6 +50,7 @@ class Stream:
         self.normalize = normalize and model.normalizer is not None
         self.extra = {k: np.asarray(v) for k, v in (extra or {}).items()}
         self._state = zero_state(self.spec, batch)
+        self._carry: np.ndarray | None = None  # last input step (data units), for ffill
         self._steps = 0
         self._closed = False
         self._lock = threading.Lock()
@@ -82,12 +83,14 @@ class Stream:
         self._check_open()
         with self._lock:
             self._state = zero_state(self.spec, self.batch)
+            self._carry = None
             self._steps = 0
 
     def close(self) -> None:
         """Drop the state; any later use is an error rather than a silent restart."""
         self._closed = True
         self._state = {}
+        self._carry = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -97,12 +100,14 @@ class Stream:
         """Advance by a chunk of ≥ 1 steps in the model's layout; returns its per-step outputs."""
         self._check_open()
         spec = self.spec
-        x = check_sequence(chunk, spec, "chunk", self.nan_policy)
+        carry = self._carry if self.nan_policy == "ffill" else None
+        x = check_sequence(chunk, spec, "chunk", self.nan_policy, carry=carry)
         if x.shape[spec.batch_axis] != self.batch:
             raise InputError(
                 f"chunk has batch {x.shape[spec.batch_axis]} (shape {tuple(x.shape)}); this "
                 f"stream was opened with batch={self.batch}"
             )
+        last = np.take(x, -1, axis=spec.seq_axis).copy() if self.nan_policy == "ffill" else None
         norm = self.model.normalizer if self.normalize else None
         if norm is not None:
             x = norm.transform(x).astype(x.dtype, copy=False)
@@ -112,6 +117,7 @@ class Stream:
             out = self.model.runner.infer(feeds)
             self._state = {p.input: out[p.output] for p in spec.state_pairs}
             self._steps += x.shape[spec.seq_axis]
+            self._carry = last
         y = out[spec.data_output]
         if norm is not None:
             y = norm.inverse_targets(y).astype(y.dtype, copy=False)

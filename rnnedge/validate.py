@@ -25,8 +25,13 @@ def expected_layout(spec: RnnSpec) -> str:
     return f"({order}, features={features})"
 
 
-def check_sequence(x: Any, spec: RnnSpec, what: str = "x", nan_policy: str = "raise") -> np.ndarray:
-    """`x` as a contiguous array of the model's dtype, or an InputError saying what is wrong."""
+def check_sequence(x: Any, spec: RnnSpec, what: str = "x", nan_policy: str = "raise",
+                   carry: np.ndarray | None = None) -> np.ndarray:
+    """`x` as a contiguous array of the model's dtype, or an InputError saying what is wrong.
+
+    `carry`: for "ffill", the values of the step before `x` (its shape without the seq axis),
+    so a stream fills a chunk's leading NaNs as one full pass would.
+    """
     if nan_policy not in NAN_POLICIES:
         raise InputError(f"nan_policy '{nan_policy}' is not one of {NAN_POLICIES}")
     arr = np.asarray(x)
@@ -55,11 +60,12 @@ def check_sequence(x: Any, spec: RnnSpec, what: str = "x", nan_policy: str = "ra
     if nan_policy == "raise":
         validate_finite(arr, what)
     elif not np.all(np.isfinite(arr)):
-        arr = _fill(arr, spec.seq_axis, nan_policy)
+        arr = _fill(arr, spec.seq_axis, nan_policy, carry)
     return arr
 
 
-def _fill(arr: np.ndarray, seq_axis: int, policy: str) -> np.ndarray:
+def _fill(arr: np.ndarray, seq_axis: int, policy: str,
+          carry: np.ndarray | None = None) -> np.ndarray:
     """Replace non-finite values: with 0, or with the last finite value along time."""
     out = arr.copy()
     bad = ~np.isfinite(out)
@@ -68,8 +74,10 @@ def _fill(arr: np.ndarray, seq_axis: int, policy: str) -> np.ndarray:
         return out
     moved = np.moveaxis(out, seq_axis, 0)
     bad_m = np.moveaxis(bad, seq_axis, 0)
+    first = (np.asarray(carry, dtype=out.dtype) if carry is not None
+             and np.shape(carry) == moved[0].shape else np.zeros_like(moved[0]))
     for t in range(moved.shape[0]):
-        prev = moved[t - 1] if t else np.zeros_like(moved[0])
+        prev = moved[t - 1] if t else first
         moved[t][bad_m[t]] = prev[bad_m[t]]
     return out
 
