@@ -70,8 +70,8 @@ def _metrics_lines(res: Any) -> list[str]:
         f"trained {res.model_config.cell} {res.model_config.num_layers}x"
         f"{res.model_config.hidden_size} for {res.train_config.epochs} epochs in "
         f"{report.fmt(res.seconds)} s",
-        f"validation MSE {report.fmt(m['val_mse'])} vs persistence {report.fmt(m['persistence_mse'])}"
-        f" (skill {report.fmt(100 * m['skill'])}%)",
+        f"validation MSE {report.fmt(m['val_mse'])} vs persistence "
+        f"{report.fmt(m['persistence_mse'])} (skill {report.fmt(100 * m['skill'])}%)",
     ]
 
 
@@ -257,7 +257,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rnnedge.runtimes.ort import open_session
 
     session = open_session(args.model)
-    info = describe(session, ops=rnn_ops(args.model), state_names=_state_arg(args.state))
+    info = describe(session, ops=rnn_ops(args.model), source=args.model,
+                    state_names=_state_arg(args.state))
     if args.json:
         print(report.to_json(info))
         return 0

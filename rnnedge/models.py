@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnedge.errors import InputError, UnsupportedModelError
+from rnnedge.errors import InputError
 from rnnedge.spec import CELLS
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]

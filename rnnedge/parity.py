@@ -101,7 +101,7 @@ def default_grid(example_batch: int, example_seq_len: int) -> list[tuple[int, in
     t = example_seq_len
     seq_lens = sorted({1, max(2, t // 2), t, 2 * t + 3})
     other_batch = example_batch + 2
-    return shape_grid([1, other_batch], seq_lens) + [(example_batch, t)]
+    return [*shape_grid([1, other_batch], seq_lens), (example_batch, t)]
 
 
 def state_shape(spec: RnnSpec, name: str, batch: int) -> tuple[int, ...]:

@@ -94,3 +94,36 @@ def parity_rows(report: Any) -> list[list[Any]]:
 
 
 PARITY_HEADERS = ("runtime", "batch", "seq_len", "max abs diff", "max rel diff", "result")
+
+
+def inspect_text(info: Mapping[str, Any]) -> str:
+    """`rnnedge inspect` as text: tensors, state pairs, extra inputs, RNN ops."""
+
+    def tensors(items: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        return [[t["name"], t["dtype"], "(" + ", ".join(str(d) for d in t["shape"]) + ")",
+                 ",".join(str(a) for a in t.get("dynamic_axes", [])) or "-"] for t in items]
+
+    head = ("name", "dtype", "shape", "dynamic axes")
+    lines = [f"model: {info.get('source', '')}", "", "inputs:",
+             table(head, tensors(info.get("inputs", []))), "", "outputs:",
+             table(head, tensors(info.get("outputs", []))), ""]
+    origin = info.get("spec_origin")
+    lines.append(f"spec: {origin or 'none'}" + (f" ({info['spec_error']})"
+                                               if info.get("spec_error") else ""))
+    spec = info.get("spec") or {}
+    if spec:
+        lines.append(f"data: {spec.get('data_input')} -> {spec.get('data_output')}, "
+                     f"batch axis {spec.get('batch_axis')}, seq axis {spec.get('seq_axis')}, "
+                     f"streamable: {fmt(spec.get('streamable'))}")
+        if spec.get("cell"):
+            lines.append(f"cell: {spec['cell']} {spec.get('num_layers')}x"
+                         f"{spec.get('hidden_size')}, bidirectional: "
+                         f"{fmt(spec.get('bidirectional'))}")
+    pairs = info.get("state_pairs") or []
+    lines.append("state pairs: " + (", ".join(f"{p['input']} -> {p['output']}" for p in pairs)
+                                    if pairs else "none"))
+    extra = info.get("extra_inputs") or []
+    lines.append("extra inputs: " + (", ".join(t["name"] for t in extra) if extra else "none"))
+    ops = info.get("ops") or []
+    lines.append("RNN ops: " + (", ".join(ops) if ops else info.get("ops_note") or "none found"))
+    return "\n".join(lines)

@@ -123,7 +123,8 @@ def load(
         batch_first: for files not made by rnnedge, the data input's layout if detection
             cannot tell.
     """
-    from rnnedge.runtimes.ort import OrtRunner, read_spec, session_tensor_specs
+    from rnnedge.foreign import resolve_spec
+    from rnnedge.runtimes.ort import OrtRunner
 
     name = resolve_runtime(runtime)
     cls = require_runner(name)
@@ -131,16 +132,6 @@ def load(
         raise InputError(f"runtime '{name}' does not load ONNX files through rnnedge.load; "
                          "use an ONNX Runtime runtime such as 'ort-cpu'")
     runner = cls(path, settings=settings).__enter__()
-    session = runner.session
-    spec = read_spec(session, str(path))
-    if spec is None or state_names:
-        from rnnedge.foreign import detect_spec
-
-        spec = detect_spec(
-            session_tensor_specs(session.get_inputs()),
-            session_tensor_specs(session.get_outputs()),
-            state_names=state_names,
-            batch_first=batch_first,
-            source=str(path),
-        )
+    spec = resolve_spec(runner.session, source=str(path), state_names=state_names,
+                        batch_first=batch_first)
     return Model(runner, spec, Path(path))

@@ -135,7 +135,7 @@ def test_unrolled_cell_loop_is_caught_and_really_is_wrong(tmp_path) -> None:
         expected_h = model(longer)[1].numpy()
     got_h = sess.run(None, {"x": longer.numpy()})[1]
     assert np.abs(got_h - expected_h).max() > 1e-2  # silently wrong: stopped after 7 steps
-    with pytest.raises(ExportError, match="unrolls it to the example length|loops over cell"):
+    with pytest.raises(ExportError, match=r"unrolls it to the example length|loops over cell"):
         rnnedge.export(model, x, tmp_path / "m.onnx", exporter="torchscript")
     assert not (tmp_path / "m.onnx").exists()
     assert not list(tmp_path.glob(".*.tmp"))
@@ -210,7 +210,7 @@ def test_spec_is_stored_in_the_file(tmp_path) -> None:
 
 def test_bad_export_arguments(tmp_path) -> None:
     model = _model("gru", True, False)
-    with pytest.raises(InputError, match="exporter 'tf'"):
+    with pytest.raises(InputError, match=r"exporter 'tf'"):
         rnnedge.export(model, _example(True), tmp_path / "a.onnx", exporter="tf")
     with pytest.raises(InputError, match="rank 3"):
         rnnedge.export(model, torch.randn(3, 2), tmp_path / "a.onnx")
