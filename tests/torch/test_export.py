@@ -214,5 +214,5 @@ def test_bad_export_arguments(tmp_path) -> None:
         rnnedge.export(model, _example(True), tmp_path / "a.onnx", exporter="tf")
     with pytest.raises(InputError, match="rank 3"):
         rnnedge.export(model, torch.randn(3, 2), tmp_path / "a.onnx")
-    with pytest.raises(InputError, match="nn.Module"):
+    with pytest.raises(InputError, match=r"nn\.Module"):
         rnnedge.export(object(), _example(True), tmp_path / "a.onnx")
