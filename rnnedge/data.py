@@ -159,12 +159,12 @@ def _read_csv(
     if not rows:
         raise InputError(f"{source} has a header but no data rows; add data below the header")
 
-    if columns is None:  # every filled cell parses; gaps don't disqualify, so they get reported
+    if columns is None:  # mostly-numeric columns; their gaps and typos get reported below
         chosen = [c for i, c in enumerate(header) if _numeric_column(rows, i)]
     else:
         chosen = list(columns)
     if not chosen:
-        what = "no column is entirely numeric" if columns is None else "columns=[] selects nothing"
+        what = "no column is numeric" if columns is None else "columns=[] selects nothing"
         raise InputError(
             f"{source}: {what} (columns: {', '.join(header)}); pass columns= naming those to load"
         )
@@ -195,13 +195,21 @@ def _read_csv(
 
 
 def _numeric_column(rows: list[tuple[int, int, list[str]]], col: int) -> bool:
+    """A column is numeric when most of its filled cells parse as numbers.
+
+    A label or date column parses nowhere and is skipped; a numeric column with a typo still
+    counts, so the strict pass that follows reports the bad cell instead of silently
+    dropping the column (which would change the model's feature count).
+    """
     filled = [cells[col] for _, _, cells in rows if cells[col]]
-    try:
-        for text in filled:
+    ok = 0
+    for text in filled:
+        try:
             float(text)
-    except ValueError:
-        return False
-    return bool(filled)
+            ok += 1
+        except ValueError:
+            pass
+    return bool(filled) and ok * 2 > len(filled)
 
 
 @dataclass(frozen=True, eq=False)

@@ -110,8 +110,10 @@ def registered() -> list[str]:
 def runner_class(name: str) -> type[Runner]:
     """Import and return the runner class for `name`, with a helpful error when it can't be."""
     if name not in _REGISTRY:
+        usable = [n for n, why in availability().items() if why is None]
         raise RuntimeUnavailableError(
-            f"unknown runtime '{name}'; known runtimes: {', '.join(_REGISTRY)}"
+            f"unknown runtime '{name}'; available here: {', '.join(usable) or 'none'} "
+            f"(registered: {', '.join(_REGISTRY)})"
         )
     module_name, _, cls_name = _REGISTRY[name].partition(":")
     module = importlib.import_module(module_name)

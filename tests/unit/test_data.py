@@ -202,7 +202,13 @@ def test_csv_empty_file(tmp_path: Path) -> None:
 
 def test_csv_no_numeric_column(tmp_path: Path) -> None:
     p = write(tmp_path, "name,city\nann,oslo\n")
-    with pytest.raises(InputError, match="no column is entirely numeric"):
+    with pytest.raises(InputError, match="no column is numeric"):
+        load_csv(p)
+
+
+def test_csv_typo_in_a_numeric_column_is_reported_not_dropped(tmp_path: Path) -> None:
+    p = write(tmp_path, "date,a,b\n2020,1,2\n2021,3,x4\n2022,5,6\n")
+    with pytest.raises(InputError, match=r"column 'b' has non-numeric value 'x4' at data row 2"):
         load_csv(p)
 
 
