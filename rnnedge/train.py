@@ -130,7 +130,10 @@ def train(
     start = time.perf_counter()
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
-    train_raw, val_raw = split(values, tc.val_fraction, min_len=tc.window + 1)
+    try:
+        train_raw, val_raw = split(values, tc.val_fraction, min_len=tc.window + 1)
+    except InputError as exc:
+        raise InputError(f"{exc}, or a window shorter than {tc.window}") from exc
     normalizer = Normalizer.fit(train_raw, tc.target_index)
     xt, yt = _windows(normalizer.transform(train_raw).astype(np.float32), tc, "train")
     xv, yv = _windows(normalizer.transform(val_raw).astype(np.float32), tc, "validation")
