@@ -28,9 +28,12 @@ _EXTRAS: dict[str, tuple[str, str]] = {
 def is_available(module: str) -> bool:
     """True when `module` can be imported, without importing it."""
     try:
-        return importlib.util.find_spec(module) is not None
+        spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
         return False
+    # a bare folder of that name (e.g. tests/tensorrt on sys.path) is a namespace package
+    # with no origin, not an installed module
+    return spec is not None and spec.origin is not None
 
 
 def require(module: str, purpose: str) -> ModuleType:

@@ -23,10 +23,12 @@ def _has_cuda_gpu() -> tuple[bool, str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     gpu_ok, gpu_why = _has_cuda_gpu()
-    trt_ok = gpu_ok and importlib.util.find_spec("tensorrt") is not None
+    spec = importlib.util.find_spec("tensorrt")
+    # tests/tensorrt/ is importable as a namespace package named "tensorrt": require a real one
+    trt_ok = gpu_ok and spec is not None and spec.origin is not None
     trt_why = gpu_why or "the tensorrt module is not installed"
     for item in items:
-        if "gpu" in item.keywords and not gpu_ok:
+        if item.get_closest_marker("gpu") and not gpu_ok:
             item.add_marker(pytest.mark.skip(reason=f"gpu: {gpu_why}"))
-        if "tensorrt" in item.keywords and not trt_ok:
+        if item.get_closest_marker("tensorrt") and not trt_ok:
             item.add_marker(pytest.mark.skip(reason=f"tensorrt: {trt_why}"))

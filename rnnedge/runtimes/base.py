@@ -156,3 +156,5 @@ def describe_feeds(feeds: Mapping[str, Any]) -> str:
 
 register("ort-cpu", "rnnedge.runtimes.ort:OrtCpuRunner")
 register("torch", "rnnedge.runtimes.torch_eager:TorchRunner")
+register("ort-cuda", "rnnedge.runtimes.ort_cuda:OrtCudaRunner")
+register("tensorrt", "rnnedge.runtimes.tensorrt:TensorRTRunner")

@@ -1,0 +1,418 @@
+"""ONNX → TensorRT engine, with optimization profiles from batch and length ranges.
+
+An engine (`model.plan`) is only valid for the TensorRT version and the GPU it was built on,
+and only for input shapes inside its optimization profile; none of that is recorded in the
+plan in a form one can check before loading it. So every plan gets a manifest beside it
+(`model.plan.json`): TensorRT, GPU, compute capability, CUDA, the ONNX file's sha256, the
+profiles, precision and builder settings. A cached plan is reused only when every field
+matches, and the runtime refuses a stale one with the field that changed.
+
+Precision per TensorRT major version: 10.x builds weakly typed networks where `fp16` is the
+`BuilderFlag.FP16` hint; 11.x builds strongly typed networks only, where precision comes from
+the ONNX tensor types, so `fp16` is refused there with the way to get an fp16-typed ONNX.
+Nothing here imports tensorrt until a build is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rnnedge._optional import is_available, require
+from rnnedge.errors import ExportError, InputError, ModelFileError, RuntimeUnavailableError
+from rnnedge.spec import RnnSpec
+
+Shape = tuple[int, ...]
+Profile = tuple[Shape, Shape, Shape]
+Range = tuple[int, int, int]
+PRECISIONS = ("fp32", "fp16", "typed")
+MANIFEST_FORMAT = 1
+#: fields that make a plan what it is; `created` only says when
+COMPARED = ("format", "tensorrt_version", "gpu_name", "compute_capability", "cuda_version",
+            "onnx_sha256", "precision", "profiles", "builder")
+ENVIRONMENT = ("tensorrt_version", "gpu_name", "compute_capability", "cuda_version")
+
+
+def check_range(what: str, value: Any) -> Range:
+    """A (min, opt, max) triple of positive ints with min ≤ opt ≤ max, or an InputError."""
+    try:
+        lo, opt, hi = (int(v) for v in value)
+        if any(int(v) != v for v in value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(f"{what} range must be three integers (min, opt, max), got {value!r}"
+                         ) from None
+    if lo < 1:
+        raise InputError(f"{what} range {(lo, opt, hi)}: min must be ≥ 1")
+    if not lo <= opt <= hi:
+        raise InputError(f"{what} range {(lo, opt, hi)}: expected min ≤ opt ≤ max")
+    return lo, opt, hi
+
+
+def profiles_from_ranges(
+    spec: RnnSpec, batch: Any = (1, 1, 1), seq_len: Any = (1, 64, 1024)
+) -> dict[str, Profile]:
+    """Min/opt/max shapes for every graph input, from batch and sequence-length ranges.
+
+    The data input takes batch and seq_len on the spec's own axes (batch-first or
+    time-major); each state input takes batch on its pair's `batch_axis`; every other dim
+    must be fixed in the spec, since a profile cannot guess it.
+    """
+    b, t = check_range("batch", batch), check_range("seq_len", seq_len)
+    state_axes = {p.input: p.batch_axis for p in spec.state_pairs}
+    profiles: dict[str, Profile] = {}
+    for tensor in spec.inputs:
+        ranged: dict[int, Range] = {}
+        if tensor.name == spec.data_input:
+            ranged = {spec.batch_axis: b, spec.seq_axis: t}
+        elif tensor.name in state_axes:
+            ranged = {state_axes[tensor.name]: b}
+        shapes: list[list[int]] = [[], [], []]
+        for axis, dim in enumerate(tensor.shape):
+            if axis in ranged:
+                values: tuple[int, ...] = ranged[axis]
+            elif isinstance(dim, int):
+                values = (dim, dim, dim)
+            else:
+                raise InputError(
+                    f"input '{tensor.name}' has symbolic dim '{dim}' at axis {axis}, which is "
+                    "neither its batch nor its seq_len axis; a profile needs it fixed")
+            for k in range(3):
+                shapes[k].append(values[k])
+        profiles[tensor.name] = (tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2]))
+    return profiles
+
+
+@dataclass
+class Manifest:
+    """What a plan was built from and for; stored as JSON beside it."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    cuda_version: str
+    onnx_sha256: str
+    profiles: dict[str, Profile]
+    precision: str
+    builder: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    format: int = MANIFEST_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "manifest") -> Manifest:
+        """Parse a manifest; anything malformed is a broken file, named as such."""
+        try:
+            d = json.loads(text)
+            known = {f.name for f in fields(cls)}
+            d = {k: v for k, v in d.items() if k in known}
+            d["profiles"] = {str(name): tuple(tuple(int(x) for x in s) for s in shapes)
+                             for name, shapes in d["profiles"].items()}
+            manifest = cls(**d)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ModelFileError(f"{source}: not a valid rnnedge engine manifest "
+                                 f"({type(exc).__name__}: {exc}); rebuild the engine") from exc
+        if any(len(p) != 3 for p in manifest.profiles.values()):
+            raise ModelFileError(f"{source}: profiles must hold (min, opt, max) shapes")
+        return manifest
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Manifest | None:
+        """The manifest at `path`, or None when there is none."""
+        p = Path(path)
+        if not p.is_file():
+            return None
+        return cls.from_json(p.read_text(encoding="utf-8"), str(p))
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        return _write_atomic(Path(path), self.to_json().encode("utf-8"))
+
+
+def manifest_path(plan: str | os.PathLike[str]) -> Path:
+    """`model.plan` → `model.plan.json`."""
+    p = Path(plan)
+    return p.with_name(p.name + ".json")
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _differences(have: Mapping[str, Any], want: Mapping[str, Any], keys: Any,
+                 prefix: str = "") -> list[str]:
+    """`field differs: plan has A, wanted B`, one per differing key, nested dicts by key."""
+    out = []
+    for key in keys:
+        a, b = have.get(key), want.get(key)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            sub = list(dict.fromkeys([*a, *b]))
+            out += _differences(a, b, sub, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key} differs: plan has {a!r}, wanted {b!r}")
+    return out
+
+
+def cache_decision(on_disk: Manifest | None, wanted: Manifest) -> tuple[bool, str]:
+    """(reuse, reason): reuse a cached plan only when every field but `created` matches."""
+    if on_disk is None:
+        return False, "no manifest beside the plan, so nothing says what it was built for"
+    diffs = _differences(asdict(on_disk), asdict(wanted), COMPARED)
+    if diffs:
+        return False, "; ".join(diffs)
+    return True, f"manifest matches (built {on_disk.created or 'at an unknown time'})"
+
+
+def stale_reason(manifest: Manifest, environment: Mapping[str, str]) -> str | None:
+    """Why a plan cannot run in `environment` (TensorRT, GPU, CUDA), or None."""
+    diffs = _differences(asdict(manifest), environment, ENVIRONMENT)
+    return "; ".join(diffs) or None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def device_info(device_id: int = 0) -> dict[str, str]:
+    """GPU name, compute capability and CUDA runtime version, via cuda-python or torch.
+
+    cuda-python (the `tensorrt` extra) is asked first, so the same machine always reports the
+    same CUDA version and its plans do not look stale to one another.
+    """
+    if has_cuda_python():
+        try:
+            rt = _cudart()
+            err, prop = rt.cudaGetDeviceProperties(device_id)
+            err2, version = rt.cudaRuntimeGetVersion()
+            if int(err) == 0 and int(err2) == 0:
+                name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+                return {"gpu_name": name.strip("\x00 "),
+                        "compute_capability": f"{prop.major}.{prop.minor}",
+                        "cuda_version": f"{version // 1000}.{(version % 1000) // 10}"}
+        except ImportError:
+            pass
+    if module_present("torch"):
+        torch = require("torch", "reading the GPU's properties")
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(device_id)
+            return {"gpu_name": torch.cuda.get_device_name(device_id),
+                    "compute_capability": f"{major}.{minor}",
+                    "cuda_version": str(torch.version.cuda)}
+    raise RuntimeUnavailableError(
+        "cannot read the GPU's properties: needs cuda-python (pip install 'rnnedge[tensorrt]') "
+        "or torch with CUDA, and a visible GPU")
+
+
+def module_present(name: str) -> bool:
+    """`name` is an installed module with code, not a bare directory on `sys.path`.
+
+    A folder such as a test suite's `tests/tensorrt/` is found as a namespace package
+    (no origin) once its parent is on `sys.path`; it must not count as TensorRT.
+    """
+    if not is_available(name):
+        return False
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
+def require_tensorrt(purpose: str) -> Any:
+    """The real `tensorrt` module, or an error naming the extra; never a look-alike folder."""
+    if not module_present("tensorrt"):
+        raise RuntimeUnavailableError(
+            f"{purpose} needs the Python package 'tensorrt', which is not installed here; "
+            "install it with: pip install 'rnnedge[tensorrt]' (a machine with an NVIDIA GPU)")
+    return require("tensorrt", purpose)
+
+
+def has_cuda_python() -> bool:
+    """cuda-python's runtime bindings are importable (checked without importing them)."""
+    return module_present("cuda.bindings") or module_present("cuda.cudart")
+
+
+def _cudart() -> Any:
+    """cuda-python's runtime API: `cuda.bindings.runtime` (12.6+), else the old `cuda.cudart`."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        from cuda import cudart as runtime
+    return runtime
+
+
+def environment(trt: Any, device_id: int = 0) -> dict[str, str]:
+    """The running TensorRT version and GPU, in manifest field names."""
+    return {"tensorrt_version": str(trt.__version__), **device_info(device_id)}
+
+
+def trt_major(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def collecting_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps warnings and errors, so failures can quote them."""
+
+    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            keep = (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR,
+                    trt.ILogger.Severity.WARNING)
+            if severity in keep:
+                self.messages.append(f"{getattr(severity, 'name', severity)}: {msg}")
+
+    return _Logger()
+
+
+def spec_for_file(onnx_path: Path) -> RnnSpec:
+    from rnnedge.foreign import resolve_spec
+    from rnnedge.runtimes.ort import open_session
+
+    return resolve_spec(open_session(onnx_path), source=str(onnx_path))
+
+
+def wanted_manifest(
+    trt: Any, onnx_path: Path, profiles: dict[str, Profile], precision: str,
+    builder: dict[str, Any], device_id: int = 0,
+) -> Manifest:
+    """The manifest a build of `onnx_path` with these settings would get here, now."""
+    env = environment(trt, device_id)
+    return Manifest(env["tensorrt_version"], env["gpu_name"], env["compute_capability"],
+                    env["cuda_version"], file_sha256(onnx_path), profiles, precision,
+                    builder, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def builder_settings(trt: Any, precision: str, workspace_gb: float,
+                     allow_tf32: bool) -> dict[str, Any]:
+    """The builder settings a plan depends on, as recorded in its manifest."""
+    return {"workspace_gb": float(workspace_gb),
+            "strongly_typed": precision == "typed" or trt_major(trt) >= 11,
+            "tf32": bool(allow_tf32)}
+
+
+def _parser_error(err: Any) -> str:
+    """One parser error as `description (node name, op)`; older bindings only have str()."""
+    try:
+        node = err.node_name() if hasattr(err, "node_name") else err.node()
+        op = f", {err.node_operator()}" if hasattr(err, "node_operator") else ""
+        return f"{err.desc()} (node {node}{op})"
+    except (AttributeError, TypeError):
+        return str(err)
+
+
+def check_precision(trt: Any, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision '{precision}' is not one of {PRECISIONS}")
+    if precision == "fp16" and trt_major(trt) >= 11:
+        raise InputError(
+            f"TensorRT {trt.__version__} builds strongly typed networks only: BuilderFlag.FP16 "
+            "is gone and precision comes from the ONNX tensor types. Convert the model to an "
+            "fp16-typed ONNX (rnnedge.runtimes.ort_cuda.convert_fp16(src, dst)) and build "
+            "that file with precision='typed'")
+
+
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    plan_path: str | os.PathLike[str],
+    *,
+    batch: Any = (1, 1, 1),
+    seq_len: Any = (1, 64, 1024),
+    precision: str = "fp32",
+    timing_cache: str | os.PathLike[str] | None = None,
+    workspace_gb: float = 2.0,
+    allow_tf32: bool = False,
+    spec: RnnSpec | None = None,
+    device_id: int = 0,
+) -> Path:
+    """Build a TensorRT engine for an ONNX file and write `plan` + `plan.json` atomically.
+
+    Args:
+        batch, seq_len: (min, opt, max) ranges; the profile covers exactly these.
+        precision: "fp32" (as typed, no reduced precision), "fp16" (TensorRT 10's FP16
+            builder flag; refused on 11), or "typed" (a strongly typed network: precision from
+            the ONNX types, e.g. a file from `convert_fp16`).
+        timing_cache: a file to read tactic timings from and write them back to; builds of
+            related models get much faster.
+        workspace_gb: the builder's workspace memory pool limit.
+        allow_tf32: keep TensorRT's default TF32 for fp32 layers (off: fp32 parity).
+        spec: the model's recurrent contract; read from the file when None.
+
+    Raises:
+        InputError: bad ranges or precision, or inputs the profile cannot cover.
+        ExportError: the parser or builder failed; their messages are listed.
+    """
+    trt = require_tensorrt("building a TensorRT engine")
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    if trt_major(trt) < 10:
+        raise RuntimeUnavailableError(f"rnnedge needs TensorRT ≥ 10, found {trt.__version__}")
+    check_precision(trt, precision)
+    if not onnx_path.is_file():
+        raise ModelFileError(f"model file '{onnx_path}' does not exist (expected an .onnx file)")
+    profiles = profiles_from_ranges(spec or spec_for_file(onnx_path), batch, seq_len)
+    settings = builder_settings(trt, precision, workspace_gb, allow_tf32)
+    logger = collecting_logger(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    if settings["strongly_typed"] and trt_major(trt) == 10:
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise ExportError(f"TensorRT's ONNX parser rejected '{onnx_path}': "
+                          f"{'; '.join(errors) or 'no error recorded'}")
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    if sorted(names) != sorted(profiles):
+        raise InputError(f"the network's inputs {names} differ from the profile's "
+                         f"{sorted(profiles)}; pass the spec that belongs to this file")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    if not allow_tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in profiles.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    cache = None
+    if timing_cache is not None:
+        cache_file = Path(timing_cache)
+        cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file()
+                                           else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    manifest = wanted_manifest(trt, onnx_path, profiles, precision, settings, device_id)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"TensorRT built no engine for '{onnx_path}': "
+                          f"{' | '.join(logger.messages[-5:]) or 'no message logged'}")
+    manifest_path(plan_path).unlink(missing_ok=True)  # a plan is never left beside a stale one
+    _write_atomic(plan_path, bytes(serialized))
+    manifest.write(manifest_path(plan_path))
+    if cache is not None and timing_cache is not None:
+        _write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+    return plan_path
