@@ -1,29 +1,38 @@
 """One stream step with as little work as possible around ONNX Runtime (numpy + onnxruntime only).
 
-Measured on a 2-layer LSTM (hidden 128, batch 1, one step; `benchmarks/stream_step.py`), the
-time of a step went to: ONNX Runtime's Python `run` (feed validation, numpy → OrtValue for every
-input, a fresh output allocation and OrtValue → numpy for every output), rnnedge's own checks and
-dict building around it, and the kernels. What pays off, in that order:
+Measured with `benchmarks/stream_step.py` (2-layer LSTM, hidden 128, batch 1, one step, on a
+busy 2-vCPU AMD EPYC; medians, results in `benchmarks/results/`): raw `session.run` 81 µs,
+`StepSession` 59 µs, eager PyTorch ~470-600 µs. What pays off, in that order:
 
-* Keep the state inside bound buffers. A `StepSession` makes two `IOBinding`s over the same
-  session that ping-pong between two sets of state buffers: step k reads state from set A and
-  writes the new state into set B, step k+1 the other way. No state is converted, allocated or
-  rebound per step; the chunk is copied into a bound input buffer and the output is copied out
-  of a bound one. Rebinding per step (or carrying OrtValues through `run_with_ort_values`) is
-  slower than plain `run`; binding once is not. A failed run leaves the current set untouched.
-* Validate a chunk of the shape already seen with one comparison and one dot product against
-  zeros (NaN/Inf anywhere makes it non-zero); anything else goes through the full
-  `check_sequence`, so errors and NaN policies are exactly those of the slow path.
-* One intra-op thread (`STEP_SETTINGS`): a one-step LSTM has nothing worth splitting across
-  threads, and a spinning worker thread competes with the caller for the core.
+* Keep the state inside bound buffers. A `StepSession` makes two `IOBinding`s over the shared
+  session that ping-pong between two sets of state buffers: a step reads the state from one
+  set and writes the new state into the other. Nothing is converted, allocated or rebound per
+  step; the chunk is copied into a bound input buffer and the output copied out of a bound one
+  (a run then costs what ORT's executor costs: an Identity graph takes 12 µs through
+  `session.run`, 6 µs through `run_with_iobinding`, 3.4 µs through the C++ call used here).
+  Rebinding every step (94 µs) or carrying OrtValues through `run_with_ort_values` (186 µs)
+  is slower than plain `run`, and so is the public `run_with_iobinding(io, RunOptions())`
+  (150 µs: it probes the options for a graph-capture entry, and the miss raises in C++).
+  A failed run leaves the current set untouched.
+* Check a chunk of the shape already seen with one shape comparison and a finiteness check in
+  plain Python (1.8 µs, vs 7 µs for `check_sequence`); anything else takes the full checks, so
+  errors and NaN policies are exactly the slow path's. `FastNormalizer` does the same float64
+  arithmetic as `Normalizer` for a handful of values without numpy's per-call cost (8 vs 20 µs
+  for transform + inverse).
+* `STEP_SETTINGS`: one intra-op thread, no spinning, no CPU memory arena (5-10 % on raw `run`
+  here; more where ORT's default pool has many threads to wake for tiny kernels).
 
-A graph specialized for single steps (each LSTM layer as Gemm/Sigmoid/Tanh/Mul on [B, H]
-tensors instead of the LSTM op) measured within a few percent of the exported graph: the
-matrix-vector products dominate, not the LSTM kernel's fixed cost, so no second graph is shipped.
+Not worth it: a graph specialized for single steps (each LSTM layer as Gemm/Sigmoid/Tanh/Mul
+on [B, H] tensors instead of the LSTM op) runs within a few percent of the exported graph,
+with or without IO binding. The matrix-vector products dominate: one LSTM op alone takes
+45 µs, a Gemm over the same weights 29 µs, and the 770 KB of weights outgrow a 512 KB L2.
+Graph optimization level, execution mode and memory patterns move nothing measurable.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,12 +44,15 @@ from rnnedge.runtimes.base import describe_feeds
 from rnnedge.spec import RnnSpec
 from rnnedge.validate import zero_state
 
-#: ONNX Runtime settings for batch-1 step workloads, chosen by `benchmarks/stream_step.py`.
-#: Spinning is off so that raising the thread count later never leaves a core busy-waiting.
+#: ONNX Runtime settings for batch-1 step workloads, chosen by `benchmarks/stream_step.py`:
+#: one intra-op thread; spinning off so that raising the thread count later never leaves a core
+#: busy-waiting; no CPU memory arena (a step's few small intermediates come cheaper from malloc
+#: than from the arena, ~1-1.5 µs a step; honored once `session_options` knows the key).
 STEP_SETTINGS: dict[str, Any] = {
     "intra_op_num_threads": 1,
     "execution_mode": "sequential",
     "graph_optimization_level": "all",
+    "enable_cpu_mem_arena": False,
     "config": {"session.intra_op.allow_spinning": "0"},
 }
 
@@ -50,6 +62,10 @@ CANDIDATE_SETTINGS: tuple[dict[str, Any], ...] = (
     {},
     {"intra_op_num_threads": 2, "config": {"session.intra_op.allow_spinning": "0"}},
 )
+
+
+#: up to this many values a chunk is checked for NaN/Inf in Python, beyond it by numpy
+_SMALL = 16
 
 
 def _bindable_session(runner: Any) -> Any | None:
@@ -94,13 +110,15 @@ class StepSession:
         # two buffers per state input; _cur says which holds the current state
         self._bufs = [[zeros[p.input], np.zeros_like(zeros[p.input])] for p in self._pairs]
         self._cur = 0
-        self._session = _bindable_session(runner)
-        self._bindings: list[Any] | None = None
+        self._can_bind = True  # False once the graph changes a state's shape or dtype
+        self._session: Any | None = None  # the session the bindings belong to
+        self._bindings: list[Any] | None = None  # run callables, one per ping-pong side
+        self._keep: list[Any] = []
         self._shape: tuple[int, ...] | None = None  # the chunk shape buffers exist for
         self._xb: np.ndarray | None = None
         self._yb: np.ndarray | None = None
         self._flat: np.ndarray | None = None
-        self._zeros: np.ndarray | None = None
+        self._small = True  # few enough values to check for NaN/Inf in plain Python
 
     @property
     def bound(self) -> bool:
@@ -126,8 +144,9 @@ class StepSession:
         """Drop bindings and buffers; the session itself belongs to the runner."""
         self._bindings = None
         self._session = None
+        self._can_bind = False
         self._bufs = []
-        self._xb = self._yb = self._flat = self._zeros = None
+        self._xb = self._yb = self._flat = None
         self._shape = None
 
     def _store(self, i: int, slot: int, value: np.ndarray) -> None:
@@ -136,8 +155,8 @@ class StepSession:
             buf[...] = value
         else:  # the graph changed a state's shape/dtype: keep it, stop binding
             self._bufs[i][slot] = np.array(value)
+            self._can_bind = False
             self._bindings = None
-            self._session = None
 
     # -- stepping -------------------------------------------------------------------------
     def fast_input(self, chunk: Any) -> np.ndarray | None:
@@ -149,9 +168,11 @@ class StepSession:
         """
         if type(chunk) is np.ndarray and chunk.shape == self._shape and chunk.dtype.kind == "f":
             xb = self._xb
-            assert xb is not None and self._flat is not None
-            xb[...] = chunk
-            if self._flat.dot(self._zeros) == 0:  # 0·NaN and 0·Inf are NaN
+            xb[...] = chunk  # type: ignore[index]
+            if self._small:  # no numpy call: ~0.5 µs instead of ~2 µs, and no FP warnings
+                if all(map(math.isfinite, self._flat.tolist())):  # type: ignore[union-attr]
+                    return xb
+            elif np.isfinite(self._flat).all():
                 return xb
         return None
 
@@ -163,14 +184,14 @@ class StepSession:
         bindings = self._bindings
         if (
             bindings is not None
-            and x.shape == self._shape
             and self.runner.session is self._session
+            and (x is self._xb or x.shape == self._shape)
         ):
             if x is not self._xb:
                 self._xb[...] = x  # type: ignore[index]
             k = self._cur
             try:
-                self._session.run_with_iobinding(bindings[k])
+                bindings[k]()
             except Exception as exc:
                 raise self._refused(exc, x) from exc
             self._cur = 1 - k
@@ -191,11 +212,6 @@ class StepSession:
             self._store(i, nxt, np.asarray(out[p.output]))
         self._cur = nxt
         y = np.asarray(out[spec.data_output])
-        if self.runner is not None and getattr(self.runner, "session", None) is not None:
-            if self._session is None and self._bindings is None and self._shape is None:
-                self._session = _bindable_session(self.runner)
-            elif self.runner.session is not self._session and self._session is not None:
-                self._session = _bindable_session(self.runner)  # the runner was reopened
         self._prepare(x, y)
         return y
 
@@ -205,17 +221,20 @@ class StepSession:
             self._shape = tuple(x.shape)
             self._xb = np.empty(x.shape, x.dtype)
             self._flat = self._xb.reshape(-1)
-            self._zeros = np.zeros(self._flat.size, x.dtype)
+            self._small = self._flat.size <= _SMALL
         self._bindings = None
-        if self._session is not None and isinstance(y, np.ndarray) and y.dtype != object:
+        session = _bindable_session(self.runner) if self._can_bind else None
+        if session is not None and y.dtype != object:
             self._yb = np.empty(y.shape, y.dtype)
             try:
-                self._bindings = self._bind(self._session)
+                self._bindings = self._bind(session)
+                self._session = session
             except Exception:  # an unusual graph or ORT build: the feed path still works
                 self._bindings = None
-                self._session = None
+                self._can_bind = False
 
     def _bind(self, session: Any) -> list[Any]:
+        """Two zero-argument callables, each running one IOBinding of the ping-pong pair."""
         import onnxruntime as ort
 
         value = ort.OrtValue.ortvalue_from_numpy  # shares the numpy buffer on CPU
@@ -231,7 +250,19 @@ class StepSession:
                 io.bind_ortvalue_input(p.input, value(b[k]))
                 io.bind_ortvalue_output(p.output, value(b[1 - k]))
             bindings.append(io)
-        return bindings
+        self._keep = bindings  # the Python IOBindings hold the OrtValues alive
+        # The public `run_with_iobinding(io, run_options)` looks up a graph-capture entry that
+        # a plain RunOptions lacks, and the C++ error it raises costs ~45 µs; without run
+        # options it costs ~0.5 µs of Python. Call the C++ session directly where it exists,
+        # with EP synchronization off (a no-op on the CPU provider, ~1 µs).
+        c_session = getattr(session, "_sess", None)
+        c_bindings = [getattr(io, "_iobinding", None) for io in bindings]
+        if hasattr(c_session, "run_with_iobinding") and all(b is not None for b in c_bindings):
+            options = ort.RunOptions()
+            options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+            run = c_session.run_with_iobinding
+            return [functools.partial(run, b, options) for b in c_bindings]
+        return [functools.partial(session.run_with_iobinding, io) for io in bindings]
 
     def _refused(self, exc: Exception, x: np.ndarray) -> InputError:
         feeds = {self.spec.data_input: x}
@@ -241,11 +272,56 @@ class StepSession:
         return InputError(f"ONNX Runtime refused the inputs {describe_feeds(feeds)}: {msg[:400]}")
 
 
+class FastNormalizer:
+    """`Normalizer.transform` / `inverse_targets` (cast back to the array's dtype), same numbers.
+
+    numpy spends ~3 µs per call on a one-value array; for a handful of values the same float64
+    arithmetic in plain Python (its floats are IEEE doubles, `a - m` then `/ s`, `a * s` then
+    `+ m`, no fused multiply-add), rounded once to the array's dtype, costs well under half
+    that. Larger arrays go to the wrapped normalizer.
+    """
+
+    def __init__(self, normalizer: Any) -> None:
+        self.normalizer = normalizer
+        self._mean = [float(v) for v in normalizer.mean]
+        self._std = [float(v) for v in normalizer.std]
+        t = list(normalizer.target_index)
+        self._t_mean = [self._mean[i] for i in t]
+        self._t_std = [self._std[i] for i in t]
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardized features, as `normalizer.transform(x).astype(x.dtype)`."""
+        m, s = self._mean, self._std
+        if x.size > _SMALL or x.dtype.kind != "f" or x.ndim == 0 or x.shape[-1] != len(m):
+            return self.normalizer.transform(x).astype(x.dtype, copy=False)
+        values = x.reshape(-1).tolist()
+        if len(m) == 1:
+            m0, s0 = m[0], s[0]
+            out = [(v - m0) / s0 for v in values]
+        else:
+            n = len(m)
+            out = [(v - m[i % n]) / s[i % n] for i, v in enumerate(values)]
+        return np.array(out, dtype=x.dtype).reshape(x.shape)
+
+    def inverse_targets(self, y: np.ndarray) -> np.ndarray:
+        """Outputs in data units, as `normalizer.inverse_targets(y).astype(y.dtype)`."""
+        m, s = self._t_mean, self._t_std
+        if y.size > _SMALL or y.dtype.kind != "f" or y.ndim == 0 or y.shape[-1] != len(m):
+            return self.normalizer.inverse_targets(y).astype(y.dtype, copy=False)
+        values = y.reshape(-1).tolist()
+        if len(m) == 1:
+            m0, s0 = m[0], s[0]
+            out = [v * s0 + m0 for v in values]
+        else:
+            n = len(m)
+            out = [v * s[i % n] + m[i % n] for i, v in enumerate(values)]
+        return np.array(out, dtype=y.dtype).reshape(y.shape)
+
+
 def time_steps(core: StepSession, chunk: np.ndarray, steps: int) -> list[int]:
-    """Per-step wall times (ns) of `fast_input` + `run` on `chunk`, after one full-path step."""
+    """Per-step wall times (ns) of `fast_input` + `run` on `chunk` (the first shape is slow)."""
     from rnnedge.validate import check_sequence
 
-    core.run(check_sequence(chunk, core.spec, "chunk"))
     clock = time.perf_counter_ns
     times = []
     for _ in range(steps):
@@ -262,26 +338,31 @@ def tune_step_settings(
     batch: int = 1,
     candidates: Sequence[Mapping[str, Any]] = CANDIDATE_SETTINGS,
     steps: int = 2000,
-    rounds: int = 3,
+    rounds: int = 10,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Time one-step chunks under each candidate settings here; return the fastest and all.
 
-    Candidates are timed in interleaved rounds so drift in machine load hits them alike;
-    the score is the median step time in µs. Loading is done by `rnnedge.runtime.load`.
+    For the machine that will serve the stream: which settings win depends on its cores, their
+    caches and what else runs there. Candidates are timed in interleaved rounds (after a
+    warm-up) so drift in machine load hits them alike; the score is the median step time in
+    µs, keyed by `repr` of the settings.
     """
     from rnnedge.runtime import load
 
     models = [load(path, settings=dict(c)) for c in candidates]
     try:
         spec = models[0].spec
-        shape = [1, 1, spec.input(spec.data_input).shape[2]]
+        features = spec.input(spec.data_input).shape[2]
+        shape = [1, 1, features if isinstance(features, int) else 1]
         shape[spec.batch_axis] = batch
         chunk = np.zeros(shape, dtype=spec.input(spec.data_input).dtype)
         cores = [StepSession(m.runner, m.spec, batch) for m in models]
+        for core in cores:
+            time_steps(core, chunk, 100)
         samples: list[list[int]] = [[] for _ in cores]
         for _ in range(rounds):
             for core, acc in zip(cores, samples, strict=True):
-                acc.extend(time_steps(core, chunk, steps // rounds))
+                acc.extend(time_steps(core, chunk, max(1, steps // rounds)))
         scores = {}
         for c, acc in zip(candidates, samples, strict=True):
             acc.sort()

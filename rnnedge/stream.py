@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rnnedge.errors import InputError, StreamError
-from rnnedge.validate import check_sequence, check_state, zero_state
+from rnnedge.fast_step import FastNormalizer, StepSession
+from rnnedge.validate import check_sequence, check_state
 
 if TYPE_CHECKING:
     from rnnedge.runtime import Model
@@ -49,7 +50,9 @@ class Stream:
         self.nan_policy = nan_policy
         self.normalize = normalize and model.normalizer is not None
         self.extra = {k: np.asarray(v) for k, v in (extra or {}).items()}
-        self._state = zero_state(self.spec, batch)
+        self._core = StepSession(model.runner, self.spec, batch, self.extra)
+        self._norm = FastNormalizer(model.normalizer) if self.normalize else None
+        self._ffill = nan_policy == "ffill"
         self._carry: np.ndarray | None = None  # last input step (data units), for ffill
         self._steps = 0
         self._closed = False
@@ -67,8 +70,9 @@ class Stream:
     @property
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the current state by state-input name, safe to store and restore later."""
-        self._check_open()
-        return {k: v.copy() for k, v in self._state.items()}
+        with self._lock:
+            self._check_open()
+            return self._core.state
 
     @state.setter
     def state(self, value: Mapping[str, np.ndarray]) -> None:
@@ -76,21 +80,24 @@ class Stream:
         checked = check_state(value, self.spec, self.batch)
         assert checked is not None
         with self._lock:
-            self._state = {k: v.copy() for k, v in checked.items()}
+            self._check_open()
+            self._core.set_state(checked)
 
     def reset(self) -> None:
         """Back to the zero state, as at creation."""
         self._check_open()
         with self._lock:
-            self._state = zero_state(self.spec, self.batch)
+            self._check_open()
+            self._core.reset()
             self._carry = None
             self._steps = 0
 
     def close(self) -> None:
         """Drop the state; any later use is an error rather than a silent restart."""
-        self._closed = True
-        self._state = {}
-        self._carry = None
+        with self._lock:
+            self._closed = True
+            self._core.close()
+            self._carry = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -98,27 +105,34 @@ class Stream:
 
     def step(self, chunk: Any) -> np.ndarray:
         """Advance by a chunk of ≥ 1 steps in the model's layout; returns its per-step outputs."""
-        self._check_open()
+        core = self._core
+        with self._lock:  # one stream is one sequence: its steps must not interleave
+            if self._closed:
+                self._check_open()
+            # a chunk shaped like the last good one, all finite, skips the full checks
+            x = core.fast_input(chunk)
+            if x is None:
+                x = self._checked(chunk)
+            spec = self.spec
+            last = np.take(x, -1, axis=spec.seq_axis).copy() if self._ffill else None
+            norm = self._norm
+            if norm is not None:
+                x = norm.transform(x)
+            y = core.run(x)
+            self._steps += x.shape[spec.seq_axis]
+            self._carry = last
+        if norm is not None:
+            y = norm.inverse_targets(y)
+        return y
+
+    def _checked(self, chunk: Any) -> np.ndarray:
+        """The full checks (and NaN policy) for a chunk the fast path did not take."""
         spec = self.spec
-        carry = self._carry if self.nan_policy == "ffill" else None
+        carry = self._carry if self._ffill else None
         x = check_sequence(chunk, spec, "chunk", self.nan_policy, carry=carry)
         if x.shape[spec.batch_axis] != self.batch:
             raise InputError(
                 f"chunk has batch {x.shape[spec.batch_axis]} (shape {tuple(x.shape)}); this "
                 f"stream was opened with batch={self.batch}"
             )
-        last = np.take(x, -1, axis=spec.seq_axis).copy() if self.nan_policy == "ffill" else None
-        norm = self.model.normalizer if self.normalize else None
-        if norm is not None:
-            x = norm.transform(x).astype(x.dtype, copy=False)
-        with self._lock:  # one stream is one sequence: its steps must not interleave
-            self._check_open()
-            feeds = {spec.data_input: x, **self._state, **self.extra}
-            out = self.model.runner.infer(feeds)
-            self._state = {p.input: out[p.output] for p in spec.state_pairs}
-            self._steps += x.shape[spec.seq_axis]
-            self._carry = last
-        y = out[spec.data_output]
-        if norm is not None:
-            y = norm.inverse_targets(y).astype(y.dtype, copy=False)
-        return y
+        return x

@@ -28,12 +28,20 @@ def _ort() -> Any:
     return require("onnxruntime", "the ONNX Runtime runner")
 
 
+def _flag(value: Any) -> bool:
+    """A boolean setting from JSON or a command line: true/false, 1/0, yes/no, on/off."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 def session_options(settings: Mapping[str, Any] | None = None) -> Any:
     """SessionOptions from a plain dict, so tuned settings can be stored as JSON.
 
     Keys: intra_op_num_threads, inter_op_num_threads, graph_optimization_level ("disable",
-    "basic", "extended", "all"), execution_mode ("sequential", "parallel"), and
-    `config` (a dict of session config entries such as "session.intra_op.allow_spinning").
+    "basic", "extended", "all"), execution_mode ("sequential", "parallel"),
+    enable_cpu_mem_arena and enable_mem_pattern (booleans), and `config` (a dict of session
+    config entries such as "session.intra_op.allow_spinning").
     """
     ort = _ort()
     so = ort.SessionOptions()
@@ -57,6 +65,10 @@ def session_options(settings: Mapping[str, Any] | None = None) -> Any:
         so.graph_optimization_level = levels[str(settings["graph_optimization_level"])]
     if "execution_mode" in settings:
         so.execution_mode = modes[str(settings["execution_mode"])]
+    if "enable_cpu_mem_arena" in settings:
+        so.enable_cpu_mem_arena = _flag(settings["enable_cpu_mem_arena"])
+    if "enable_mem_pattern" in settings:
+        so.enable_mem_pattern = _flag(settings["enable_mem_pattern"])
     for key, value in dict(settings.get("config", {})).items():
         so.add_session_config_entry(str(key), str(value))
     return so
