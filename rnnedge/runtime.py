@@ -17,7 +17,7 @@ from rnnedge.data import Normalizer
 from rnnedge.errors import InputError, RuntimeUnavailableError, StreamError
 from rnnedge.runtimes.base import Runner, availability, require_runner
 from rnnedge.spec import RnnSpec
-from rnnedge.validate import check_sequence, check_state, zero_state
+from rnnedge.validate import check_extra, check_sequence, check_state, zero_state
 
 State = dict[str, np.ndarray]
 
@@ -88,7 +88,7 @@ class Model:
         st = check_state(state, spec, batch) or zero_state(spec, batch)
         if normalize and self.normalizer is not None:
             arr = self.normalizer.transform(arr).astype(arr.dtype, copy=False)
-        feeds = {spec.data_input: arr, **st, **dict(extra or {})}
+        feeds = {spec.data_input: arr, **st, **check_extra(extra, spec)}
         out = self.runner.infer(feeds)
         y = out[spec.data_output]
         if normalize and self.normalizer is not None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from rnnedge.errors import InputError, StreamError
 from rnnedge.fast_step import FastNormalizer, StepSession
-from rnnedge.validate import check_sequence, check_state
+from rnnedge.validate import check_extra, check_sequence, check_state
 
 if TYPE_CHECKING:
     from rnnedge.runtime import Model
@@ -49,7 +49,7 @@ class Stream:
         self.batch = batch
         self.nan_policy = nan_policy
         self.normalize = normalize and model.normalizer is not None
-        self.extra = {k: np.asarray(v) for k, v in (extra or {}).items()}
+        self.extra = check_extra(extra, self.spec)
         self._core = StepSession(model.runner, self.spec, batch, self.extra)
         self._norm = FastNormalizer(model.normalizer) if self.normalize else None
         self._ffill = nan_policy == "ffill"

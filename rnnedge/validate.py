@@ -119,3 +119,35 @@ def zero_state(spec: RnnSpec, batch: int) -> dict[str, np.ndarray]:
         p.input: np.zeros(state_shape(spec, p.input, batch), dtype=spec.input(p.input).dtype)
         for p in spec.state_pairs
     }
+
+
+def check_extra(extra: Mapping[str, Any] | None, spec: RnnSpec) -> dict[str, np.ndarray]:
+    """Values for the graph's non-data, non-state inputs: all given, none unknown, right shape.
+
+    Such inputs (a sample rate, a gain) are fixed for a stream, so they are checked once when
+    the stream opens rather than at every step.
+    """
+    from rnnedge.foreign import extra_inputs
+
+    wanted = {t.name: t for t in extra_inputs(spec)}
+    given = dict(extra or {})
+    missing = [n for n in wanted if n not in given]
+    unknown = [n for n in given if n not in wanted]
+    if missing or unknown:
+        raise InputError(
+            f"extra inputs given: {sorted(given) or 'none'}; the model needs exactly "
+            f"{sorted(wanted) or 'none'} besides '{spec.data_input}' and its state"
+        )
+    out = {}
+    for name, tspec in wanted.items():
+        arr = np.asarray(given[name])
+        fixed = all(isinstance(d, int) for d in tspec.shape)
+        if len(tspec.shape) != arr.ndim or (fixed and tuple(tspec.shape) != arr.shape):
+            raise InputError(f"extra input '{name}' has shape {tuple(arr.shape)}; expected "
+                             f"{tuple(tspec.shape)}")
+        try:
+            out[name] = np.ascontiguousarray(arr, dtype=tspec.dtype)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"extra input '{name}' has dtype {arr.dtype}; expected "
+                             f"{tspec.dtype}") from exc
+    return out
