@@ -6,23 +6,34 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rnnedge-installed
 
-.PHONY: setup demo test lint fixtures clean
+SERVING_VENV ?= .venv-serving
+SERVING_STAMP := $(SERVING_VENV)/.rnnedge-serving-installed
+
+.PHONY: setup serving-setup demo test lint fixtures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[cpu,export,dev]'
+	$(BIN)/python -m pip install -q -e '.[cpu,export,dev,triton]'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# Triton's Python-backend stub (nvidia-pytriton) needs an interpreter with a shared libpython
+# matching its own: Debian's python3.11, in a venv of its own without torch.
+$(SERVING_STAMP): pyproject.toml scripts/setup-serving.sh
+	VENV_SERVING=$(SERVING_VENV) bash scripts/setup-serving.sh
+
+serving-setup: $(SERVING_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/rnnedge demo
 
-test: $(STAMP)
-	$(BIN)/ruff check rnnedge tests benchmarks
+test: $(STAMP) $(SERVING_STAMP)
+	$(BIN)/ruff check rnnedge tests benchmarks examples
 	$(BIN)/python -m pytest -q
+	$(SERVING_VENV)/bin/python -m pytest -q tests/serving/test_server.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check rnnedge tests benchmarks
@@ -32,4 +43,4 @@ fixtures: $(STAMP)
 	$(BIN)/python tests/fixtures/make_fixtures.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(SERVING_VENV) runs .pytest_cache

@@ -22,6 +22,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "tensorrt": ("tensorrt", "tensorrt"),
     "cuda": ("tensorrt", "cuda-python"),
     "matplotlib": ("plot", "matplotlib"),
+    "pytriton": ("serving", "nvidia-pytriton"),
+    "tritonclient": ("triton", "tritonclient[grpc]"),
 }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from rnnedge import __version__
 from rnnedge.errors import EXIT_CODES, RnnEdgeError
+from rnnedge.serving.cli import add_serving_parsers
 
 EPILOG = """exit codes: 0 ok, 1 unexpected error, 2 bad command line, """ + ", ".join(
     f"{code} {name}" for name, code in EXIT_CODES.items() if code > 2
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runtimes", help="list runtimes and whether they work here")
     _common(p)
+    add_serving_parsers(sub)
     return parser
 
 

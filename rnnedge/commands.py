@@ -17,6 +17,7 @@ import numpy as np
 from rnnedge import report
 from rnnedge.errors import InputError
 from rnnedge.parity import TOLERANCES, ParityReport, check_parity, shape_grid
+from rnnedge.serving.cli import cmd_serve, cmd_triton  # noqa: F401 (dispatched by name)
 
 
 def _ints(text: str, what: str) -> list[int]:
