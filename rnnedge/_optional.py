@@ -24,6 +24,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib": ("plot", "matplotlib"),
     "pytriton": ("serving", "nvidia-pytriton"),
     "tritonclient": ("triton", "tritonclient[grpc]"),
+    "ray": ("ray", "ray[data]"),
+    "pyarrow": ("ray", "pyarrow"),
 }
 
 

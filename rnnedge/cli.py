@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Sequence
 
 from rnnedge import __version__
+from rnnedge.distributed_cli import add_batch_parser
 from rnnedge.errors import EXIT_CODES, RnnEdgeError
 from rnnedge.serving.cli import add_serving_parsers
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runtimes", help="list runtimes and whether they work here")
     _common(p)
     add_serving_parsers(sub)
+    add_batch_parser(sub)
     return parser
 
 
@@ -153,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from rnnedge import commands
 
-        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+        return int(getattr(commands, "cmd_" + args.command.replace("-", "_"))(args) or 0)
     except RnnEdgeError as exc:
         if args.debug:
             traceback.print_exc()

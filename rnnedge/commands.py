@@ -347,3 +347,9 @@ def _demo_stream_check(path: Path, values: np.ndarray) -> float:
                 i += int(n)
             worst = max(worst, float(np.abs(np.concatenate(parts, axis=1) - full).max()))
     return worst
+
+
+def cmd_batch_infer(args: argparse.Namespace) -> int:
+    from rnnedge.distributed_cli import cmd_batch_infer as run
+
+    return run(args)
