@@ -162,6 +162,21 @@ class CpuLoad:
         self.other_cores = max(0.0, ((busy - b0) - (self._mine_s() - m0)) / wall)
 
 
+def wait_quiet(timeout_s: float, *, window_s: float = 0.5,
+               threshold: float = NOISY_LOAD) -> float | None:
+    """Wait (up to `timeout_s`) for a window in which other processes stay under `threshold`
+    cores; returns the load last seen (None where it cannot be known). On a shared machine
+    this keeps other jobs' bursts out of a measurement that is about to start.
+    """
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        with CpuLoad() as load:
+            time.sleep(window_s)
+        if (load.other_cores is None or load.other_cores < threshold
+                or time.perf_counter() >= deadline):
+            return load.other_cores
+
+
 def measure_clean(
     fn: Callable[[], Any],
     *,
@@ -184,6 +199,7 @@ def measure_clean(
             return stats, load.other_cores
         if best is None or (best[1] or 0.0) > load.other_cores:
             best = (stats, load.other_cores)
+        time.sleep(10 * settle_s)  # let a burst of someone else's work pass
     assert best is not None
     return best
 
@@ -261,6 +277,29 @@ def run_interleaved(
             if progress:
                 progress(name, stats, load)
     return {name: merge_rounds(v) for name, v in per.items()}
+
+
+def stream_step_call(runner: Any, spec: Any, rng: np.random.Generator) -> Callable[[], Any]:
+    """One batch-1 streaming step as a callable: `Model.stream().step` on ONNX Runtime runners
+    (the path an app takes: checks, normalization, state kept by the stream), and the graph
+    called with its state carried by hand on any other runner (eager PyTorch, …).
+    """
+    from rnnedge.runtime import Model
+    from rnnedge.runtimes.ort import OrtRunner
+    from rnnedge.validate import zero_state
+
+    x = rng.standard_normal((1, 1, spec.input(spec.data_input).shape[-1])).astype(np.float32)
+    if isinstance(runner, OrtRunner):
+        stream = Model(runner, spec).stream(batch=1)
+        return lambda: stream.step(x)
+    state = zero_state(spec, 1)
+
+    def step() -> Any:
+        out = runner.infer({spec.data_input: x, **state})
+        state.update({p.input: out[p.output] for p in spec.state_pairs})
+        return out[spec.data_output]
+
+    return step
 
 
 def cpu_model() -> str:

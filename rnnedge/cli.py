@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Sequence
 
 from rnnedge import __version__
+from rnnedge.bench_cli import add_bench_parser
 from rnnedge.distributed_cli import add_batch_parser
 from rnnedge.errors import EXIT_CODES, RnnEdgeError
 from rnnedge.serving.cli import add_serving_parsers
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     add_serving_parsers(sub)
     add_batch_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rnnedge import report
+from rnnedge.bench_cli import cmd_bench  # noqa: F401 (dispatched by name)
 from rnnedge.errors import InputError
 from rnnedge.parity import TOLERANCES, ParityReport, check_parity, shape_grid
 from rnnedge.serving.cli import cmd_serve, cmd_triton  # noqa: F401 (dispatched by name)

@@ -127,3 +127,178 @@ def inspect_text(info: Mapping[str, Any]) -> str:
     ops = info.get("ops") or []
     lines.append("RNN ops: " + (", ".join(ops) if ops else info.get("ops_note") or "none found"))
     return "\n".join(lines)
+
+
+# --- latency benchmarks (`rnnedge bench`, benchmarks/run_matrix.py) ---------------------------
+BENCH_HEADERS = ("runner", "kind", "batch", "seq_len", "p50 ms", "p90 ms", "seq/s", "steps/s",
+                 "vs eager", "vs ort-raw", "noisy")
+
+
+def ratio(value: float | None) -> str | None:
+    """A speedup as `1.23×` (None stays None, shown as a dash)."""
+    return None if value is None else f"{value:.2f}×"
+
+
+def bench_rows(result: Mapping[str, Any]) -> list[list[Any]]:
+    """One row per measured point of a `BenchResult.to_dict()`, latencies in milliseconds."""
+    rows = []
+    for p in result.get("points", []):
+        lat = p["latency_s"]
+        rows.append([p["runner"], p["kind"], p["batch"], p["seq_len"], 1e3 * lat["p50"],
+                     1e3 * lat["p90"], p["sequences_per_s"], p["steps_per_s"],
+                     ratio(p.get("vs_eager")), ratio(p.get("vs_ort_raw")),
+                     "yes" if p.get("noisy") else ""])
+    return rows
+
+
+def _bench_header_lines(result: Mapping[str, Any]) -> list[str]:
+    env = result.get("environment", {})
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
+    lines = [f"model: {result.get('model', '')}",
+             f"machine: {env.get('cpu_model', '?')}, {env.get('cores', '?')} cores; {versions}",
+             f"budget per point: {fmt(float(result.get('budget_s', 0)))} s after "
+             f"{result.get('warmup', 0)} warm-up calls; ratios are speedups (baseline p50 / "
+             "runner p50, > 1 = faster), measured in this run"]
+    for name, info in result.get("runners", {}).items():
+        lines.append(f"runner {name}: {info.get('description', '')}"
+                     + (f" — settings {json.dumps(info['settings'], sort_keys=True)}"
+                        if info.get("settings") is not None else ""))
+    lines += [f"skipped {name}: {why}" for name, why in result.get("skipped", {}).items()]
+    lines += [f"note: {n}" for n in result.get("notes", [])]
+    return lines
+
+
+def bench_text(result: Mapping[str, Any]) -> str:
+    """`rnnedge bench` for a terminal: what ran where, then the table."""
+    return "\n".join([*_bench_header_lines(result), "",
+                      table(BENCH_HEADERS, bench_rows(result))])
+
+
+def bench_markdown(result: Mapping[str, Any]) -> str:
+    head = _bench_header_lines(result)
+    return "\n".join(["# rnnedge bench", "", *[f"- {line}" for line in head], "",
+                      markdown_table(BENCH_HEADERS, bench_rows(result)), ""])
+
+
+def _pyplot() -> Any:
+    from rnnedge._optional import require
+
+    matplotlib = require("matplotlib", "--plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bench(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Log-log p50 latency vs seq_len: a colour per runner, a line style per batch size."""
+    plt = _pyplot()
+    points = [p for p in result.get("points", []) if p["kind"] == "sequence"]
+    runners = list(dict.fromkeys(p["runner"] for p in points))
+    batches = sorted({p["batch"] for p in points})
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for i, runner in enumerate(runners):
+        color = f"C{i % 10}"
+        for j, batch in enumerate(batches):
+            pts = sorted((p["seq_len"], 1e3 * p["latency_s"]["p50"]) for p in points
+                         if p["runner"] == runner and p["batch"] == batch)
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, styles[j % len(styles)], color=color, marker="o",
+                        label=f"{runner} b{batch}")
+    for i, runner in enumerate(runners):
+        steps = [p for p in result.get("points", [])
+                 if p["kind"] == "stream_step" and p["runner"] == runner]
+        for p in steps:
+            ax.plot([p["seq_len"]], [1e3 * p["latency_s"]["p50"]], "x", color=f"C{i % 10}",
+                    markersize=9, label=f"{runner} stream step")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("seq_len (steps)")
+    ax.set_ylabel("p50 latency (ms)")
+    env = result.get("environment", {})
+    ax.set_title(f"{Path(str(result.get('model', ''))).name} on {env.get('cpu_model', '?')} "
+                 f"({env.get('cores', '?')} cores)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+MATRIX_HEADERS = ("workload", "eager ms", "ort-raw ms", "rnnedge ms", "rnnedge settings",
+                  "vs eager", "vs ort-raw", "vs best baseline", "target", "noisy")
+
+
+def matrix_rows(matrix: Mapping[str, Any]) -> list[list[Any]]:
+    """One row per workload of `benchmarks/run_matrix.py`: p50s in ms and speedups."""
+    rows = []
+    for w in matrix.get("workloads", []):
+        p50 = {k: v["latency_s"]["p50"] for k, v in w["runners"].items()}
+        target = w.get("target")
+        rows.append([w["name"], 1e3 * p50["eager"], 1e3 * p50["ort-raw"], 1e3 * p50["rnnedge"],
+                     w["runners"]["rnnedge"].get("label", ""), ratio(w.get("vs_eager")),
+                     ratio(w.get("vs_ort_raw")), ratio(w.get("vs_best_baseline")),
+                     "-" if target is None else
+                     f"≥{target:.1f}× {'met' if w.get('met') else 'NOT met'}",
+                     "yes" if any(v.get("noisy") for v in w["runners"].values()) else ""])
+    return rows
+
+
+def matrix_markdown(matrix: Mapping[str, Any]) -> str:
+    """The workload matrix as a markdown report: machine, table, per-runner settings, notes."""
+    env = matrix.get("environment", {})
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
+    lines = ["# rnnedge latency matrix", "",
+             f"- date: {env.get('date', '?')}; machine: {env.get('cpu_model', '?')}, "
+             f"{env.get('cores', '?')} cores; {env.get('platform', '')}",
+             f"- versions: {versions}",
+             "- p50 of pooled samples from interleaved rounds; speedup = baseline p50 / "
+             "rnnedge p50; `noisy`: other processes used ≥ 0.1 core while measuring", "",
+             markdown_table(MATRIX_HEADERS, matrix_rows(matrix)), "", "## Runner settings", ""]
+    for w in matrix.get("workloads", []):
+        lines.append(f"### {w['name']}: {w.get('description', '')}")
+        lines.append("")
+        for name, r in w["runners"].items():
+            lat = r["latency_s"]
+            lines.append(f"- {name}: p50 {fmt(1e3 * lat['p50'])} ms, p90 "
+                         f"{fmt(1e3 * lat['p90'])} ms, n={lat['samples']}; settings "
+                         f"`{json.dumps(r.get('settings'), sort_keys=True)}`")
+        lines.append("")
+    for section, items in (("Notes", matrix.get("notes", [])),):
+        if items:
+            lines += [f"## {section}", "", *[f"- {n}" for n in items], ""]
+    return "\n".join(lines)
+
+
+def plot_matrix(matrix: Mapping[str, Any], path: str | Path) -> Path:
+    """Grouped bars of p50 latency (log scale) per workload and runner."""
+    plt = _pyplot()
+    workloads = matrix.get("workloads", [])
+    runners = list(dict.fromkeys(k for w in workloads for k in w["runners"]))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / max(1, len(runners))
+    for i, runner in enumerate(runners):
+        xs = [j + i * width for j, w in enumerate(workloads) if runner in w["runners"]]
+        ys = [1e3 * w["runners"][runner]["latency_s"]["p50"] for w in workloads
+              if runner in w["runners"]]
+        ax.bar(xs, ys, width, label=runner, color=f"C{i % 10}")
+    ax.set_xticks([j + width * (len(runners) - 1) / 2 for j in range(len(workloads))])
+    ax.set_xticklabels([w["name"] for w in workloads], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 latency (ms)")
+    env = matrix.get("environment", {})
+    ax.set_title(f"{env.get('cpu_model', '?')} ({env.get('cores', '?')} cores), "
+                 f"{env.get('date', '')}", fontsize=9)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -114,6 +114,7 @@ def load(
     settings: Mapping[str, Any] | None = None,
     state_names: Mapping[str, str] | None = None,
     batch_first: bool | None = None,
+    tuned: bool = True,
 ) -> Model:
     """Load an ONNX file on a runtime ("auto", "ort-cpu", …) as a ready `Model`.
 
@@ -122,6 +123,8 @@ def load(
         state_names: for files not made by rnnedge, which input feeds which output back.
         batch_first: for files not made by rnnedge, the data input's layout if detection
             cannot tell.
+        tuned: use `model.onnx.tuning.json` (written by `rnnedge bench --tune`) when it was
+            measured for this file, this CPU and this ONNX Runtime; a stale one is ignored.
     """
     from rnnedge.foreign import resolve_spec
     from rnnedge.runtimes.ort import OrtRunner
@@ -134,4 +137,11 @@ def load(
     runner = cls(path, settings=settings).__enter__()
     spec = resolve_spec(runner.session, source=str(path), state_names=state_names,
                         batch_first=batch_first)
+    if tuned and settings is None and name == "ort-cpu":
+        from rnnedge.tuning import TunedOrtRunner, read_tuning
+
+        tuning, _stale_reason = read_tuning(path)
+        if tuning is not None:
+            runner.__exit__(None, None, None)
+            runner = TunedOrtRunner(path, tuning, spec).__enter__()
     return Model(runner, spec, Path(path))
