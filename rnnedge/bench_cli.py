@@ -252,6 +252,17 @@ def _measure_all(args: argparse.Namespace, entries: dict[str, _Entry], spec: Rnn
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the sweep and print (or write) the table, JSON, markdown and plot."""
+    data = bench_data(args)
+    if args.markdown:
+        _write_text(Path(args.markdown), report.bench_markdown(data))
+    if args.plot:
+        report.plot_bench(data, args.plot)
+    print(report.to_json(data) if args.json else report.bench_text(data))
+    return 0
+
+
+def bench_data(args: argparse.Namespace, eager_module: Any = None) -> dict[str, Any]:
+    """The sweep as plain data; `eager_module` is the baseline when there is no checkpoint."""
     shapes = list(dict.fromkeys((b, t) for b in _ints(args.batches, "--batches")
                                 for t in _ints(args.seq_lens, "--seq-lens")))
     if args.budget_s <= 0:
@@ -271,10 +282,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else:
             onnx_path, checkpoint = model, args.checkpoint
         spec = _read_spec(onnx_path)
-        eager_module = None
-        if checkpoint:
+        if eager_module is None and checkpoint:
             eager_module = _eager_module(checkpoint, spec)
-        else:
+        elif eager_module is None:
             skipped["eager"] = "no --checkpoint given"
             notes.append("no --checkpoint: eager PyTorch not run, ratios vs eager omitted")
         tuning = _tuning(args, onnx_path, spec, shapes, model.suffix == ".onnx", notes)
@@ -293,13 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  for n, e in entries.items() if n not in skipped},
         points=points, skipped=skipped, notes=notes, budget_s=args.budget_s,
         warmup=args.warmup)
-    data = result.to_dict()
-    if args.markdown:
-        _write_text(Path(args.markdown), report.bench_markdown(data))
-    if args.plot:
-        report.plot_bench(data, args.plot)
-    print(report.to_json(data) if args.json else report.bench_text(data))
-    return 0
+    return result.to_dict()
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -15,6 +15,7 @@ from rnnedge import __version__
 from rnnedge.bench_cli import add_bench_parser
 from rnnedge.distributed_cli import add_batch_parser
 from rnnedge.errors import EXIT_CODES, RnnEdgeError
+from rnnedge.report_cmd import add_report_parser
 from rnnedge.serving.cli import add_serving_parsers
 
 EPILOG = """exit codes: 0 ok, 1 unexpected error, 2 bad command line, """ + ", ".join(
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serving_parsers(sub)
     add_batch_parser(sub)
     add_bench_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

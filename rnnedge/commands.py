@@ -18,6 +18,7 @@ from rnnedge import report
 from rnnedge.bench_cli import cmd_bench  # noqa: F401 (dispatched by name)
 from rnnedge.errors import InputError
 from rnnedge.parity import TOLERANCES, ParityReport, check_parity, shape_grid
+from rnnedge.report_cmd import cmd_report  # noqa: F401 (dispatched by name)
 from rnnedge.serving.cli import cmd_serve, cmd_triton  # noqa: F401 (dispatched by name)
 
 

@@ -302,3 +302,34 @@ def plot_matrix(matrix: Mapping[str, Any], path: str | Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def pull_request_markdown(data: Mapping[str, Any], parity: Any) -> str:
+    """The `rnnedge report` document: export, lint, parity, streaming, latency."""
+    spec = data["spec"]
+    lines = [f"# rnnedge report: {data['model']}", ""]
+    cell = (f"{spec.get('cell')} {spec.get('num_layers')}×{spec.get('hidden_size')}"
+            if spec.get("cell") else "user module")
+    lines += [
+        f"- model: {cell}, batch_first={spec.get('batch_first')}, "
+        f"bidirectional={spec.get('bidirectional')}",
+        f"- ONNX: `{data['onnx']}` ({data['exporter']}, opset {data['opset']})",
+        "- inputs: " + ", ".join(f"`{t.name}{tuple(t.shape)}`" for t in data["inputs"]),
+        "- outputs: " + ", ".join(f"`{t.name}{tuple(t.shape)}`" for t in data["outputs"]),
+        f"- verified at export against eager PyTorch at other shapes: max abs diff "
+        f"{fmt(data['export_verification_max_abs'])}",
+        "", "## Graph lint", "",
+        markdown_table(("severity", "code", "node", "finding", "fix"),
+                       [[f.severity, f.code, f.node or "-", f.message, f.fix]
+                        for f in data["lint"]]),
+        "", f"## Parity against eager PyTorch ({'pass' if parity.ok else 'FAIL'})", "",
+        markdown_table(PARITY_HEADERS, parity_rows(parity)),
+        "", "## Streaming", "",
+    ]
+    diff = data["stream_vs_full_max_abs"]
+    lines.append("not streamable (bidirectional or no state)" if diff is None else
+                 f"chunks of 1, 7 and random sizes vs one full pass: max abs diff {fmt(diff)}")
+    lines += ["", "## Latency", "", bench_markdown(data["bench"]), "",
+              "![latency vs seq_len](latency.png)", "",
+              f"report made in {fmt(data['seconds'])} s"]
+    return "\n".join(lines) + "\n"
