@@ -280,16 +280,19 @@ def run_interleaved(
 
 
 def stream_step_call(runner: Any, spec: Any, rng: np.random.Generator) -> Callable[[], Any]:
-    """One batch-1 streaming step as a callable: `Model.stream().step` on ONNX Runtime runners
-    (the path an app takes: checks, normalization, state kept by the stream), and the graph
-    called with its state carried by hand on any other runner (eager PyTorch, …).
+    """One batch-1 streaming step as a callable.
+
+    rnnedge's own runner goes through `Model.stream().step` (the path an app takes: checks,
+    normalization, state kept by the stream, bound buffers); every other runner (raw ONNX
+    Runtime, eager PyTorch, …) is called with its state carried by hand, which is what a user
+    of that runtime would write.
     """
     from rnnedge.runtime import Model
-    from rnnedge.runtimes.ort import OrtRunner
+    from rnnedge.tuning import TunedOrtRunner
     from rnnedge.validate import zero_state
 
     x = rng.standard_normal((1, 1, spec.input(spec.data_input).shape[-1])).astype(np.float32)
-    if isinstance(runner, OrtRunner):
+    if isinstance(runner, TunedOrtRunner):
         stream = Model(runner, spec).stream(batch=1)
         return lambda: stream.step(x)
     state = zero_state(spec, 1)
