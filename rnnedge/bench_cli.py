@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -22,8 +21,10 @@ import numpy as np
 
 from rnnedge import bench, report
 from rnnedge.errors import InputError
+from rnnedge.fileio import atomic_write_text
 from rnnedge.runtimes.base import Runner
 from rnnedge.spec import RnnSpec
+from rnnedge.validate import parse_positive_ints
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 BASE_RUNNERS = ("eager", "ort-raw", "rnnedge")
@@ -65,17 +66,6 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--plot", metavar="PATH.png", help="also plot latency vs seq_len (log-log)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.set_defaults(handler=cmd_bench)
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise InputError(f"{what} must be comma-separated integers like 1,8; got '{text}'"
-                         ) from exc
-    if not values or min(values) < 1:
-        raise InputError(f"{what} must be positive integers; got '{text}'")
-    return values
 
 
 def _say(text: str) -> None:
@@ -254,7 +244,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the sweep and print (or write) the table, JSON, markdown and plot."""
     data = bench_data(args)
     if args.markdown:
-        _write_text(Path(args.markdown), report.bench_markdown(data))
+        atomic_write_text(Path(args.markdown), report.bench_markdown(data))
     if args.plot:
         report.plot_bench(data, args.plot)
     print(report.to_json(data) if args.json else report.bench_text(data))
@@ -263,8 +253,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def bench_data(args: argparse.Namespace, eager_module: Any = None) -> dict[str, Any]:
     """The sweep as plain data; `eager_module` is the baseline when there is no checkpoint."""
-    shapes = list(dict.fromkeys((b, t) for b in _ints(args.batches, "--batches")
-                                for t in _ints(args.seq_lens, "--seq-lens")))
+    shapes = list(dict.fromkeys((b, t) for b in parse_positive_ints(args.batches, "--batches")
+                                for t in parse_positive_ints(args.seq_lens, "--seq-lens")))
     if args.budget_s <= 0:
         raise InputError(f"--budget-s must be > 0, got {args.budget_s}")
     model = Path(args.model)
@@ -304,14 +294,3 @@ def bench_data(args: argparse.Namespace, eager_module: Any = None) -> dict[str, 
         points=points, skipped=skipped, notes=notes, budget_s=args.budget_s,
         warmup=args.warmup)
     return result.to_dict()
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so no half-written report remains."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

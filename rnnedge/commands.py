@@ -20,17 +20,7 @@ from rnnedge.errors import InputError
 from rnnedge.parity import TOLERANCES, ParityReport, check_parity, shape_grid
 from rnnedge.report_cmd import cmd_report  # noqa: F401 (dispatched by name)
 from rnnedge.serving.cli import cmd_serve, cmd_triton  # noqa: F401 (dispatched by name)
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise InputError(f"{what} must be comma-separated integers like 1,3; got '{text}'"
-                         ) from exc
-    if not values or min(values) < 1:
-        raise InputError(f"{what} must be positive integers; got '{text}'")
-    return values
+from rnnedge.validate import parse_positive_ints
 
 
 def _progress(epoch: int, epochs: int, train_loss: float, val_loss: float) -> None:
@@ -176,7 +166,8 @@ def _print_parity(rep: ParityReport) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     from rnnedge.train import load_checkpoint
 
-    shapes = shape_grid(_ints(args.batches, "--batches"), _ints(args.seq_lens, "--seq-lens"))
+    shapes = shape_grid(parse_positive_ints(args.batches, "--batches"),
+                        parse_positive_ints(args.seq_lens, "--seq-lens"))
     ckpt = load_checkpoint(args.checkpoint)
     runtimes = _available_onnx_runtimes(args.runtime)
     rep = verify_file(ckpt.model, args.model, runtimes, shapes)
@@ -198,7 +189,7 @@ def _state_arg(values: Sequence[str] | None) -> dict[str, str] | None:
 
 def _write_predictions(y: np.ndarray, columns: Sequence[str], out: str | None) -> None:
     """Per-step forecasts as CSV (stdout or file), .npy or .json, written atomically."""
-    from rnnedge.train import _atomic_write
+    from rnnedge.fileio import atomic_write
 
     if out is None or out.endswith(".csv"):
         buf = io.StringIO()
@@ -208,16 +199,16 @@ def _write_predictions(y: np.ndarray, columns: Sequence[str], out: str | None) -
         if out is None:
             sys.stdout.write(buf.getvalue())
         else:
-            _atomic_write(Path(out), lambda p: p.write_text(buf.getvalue()))
+            atomic_write(Path(out), lambda p: p.write_text(buf.getvalue()))
     elif out.endswith(".npy"):
         def save_npy(p: Path) -> None:
             with open(p, "wb") as f:  # np.save(path) would append ".npy" to the temporary name
                 np.save(f, y)
 
-        _atomic_write(Path(out), save_npy)
+        atomic_write(Path(out), save_npy)
     elif out.endswith(".json"):
         text = json.dumps({"columns": list(columns), "forecast": y.tolist()})
-        _atomic_write(Path(out), lambda p: p.write_text(text))
+        atomic_write(Path(out), lambda p: p.write_text(text))
     else:
         raise InputError(f"output '{out}' must end in .csv, .npy or .json")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import numpy as np
 
 from rnnedge._optional import require
 from rnnedge.errors import InputError, ModelFileError, RnnEdgeError
+from rnnedge.fileio import atomic_write
 
 SEQ_ID, STEP = "seq_id", "step"
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "CSV"}
@@ -178,17 +179,6 @@ def predict_buckets(model: Any, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
         for j, i in enumerate(idx):
             out[i] = np.take(y, j, axis=axis)
     return out
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_forecasts(

@@ -18,6 +18,7 @@ import numpy as np
 from rnnedge import report
 from rnnedge.errors import InputError
 from rnnedge.parity import ParityReport, check_parity, shape_grid
+from rnnedge.validate import parse_positive_ints
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
@@ -41,16 +42,6 @@ def add_report_parser(sub: Any) -> None:
                    help="parity and bench sequence lengths (1,16,64,256)")
     p.add_argument("--budget-s", type=float, default=0.2, help="bench time per point (0.2)")
     p.add_argument("--json", action="store_true", help="print the report's JSON on stdout")
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise InputError(f"{what} must be comma-separated integers; got '{text}'") from exc
-    if not values or min(values) < 1:
-        raise InputError(f"{what} must be positive integers; got '{text}'")
-    return values
 
 
 def load_user_module(target: str) -> Any:
@@ -154,12 +145,13 @@ def _parity(path: Path, graph_module: Any, spec: Any, shapes: list[tuple[int, in
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rnnedge.bench_cli import add_bench_parser, bench_data
+    from rnnedge.fileio import atomic_write_text
     from rnnedge.lint import lint
-    from rnnedge.train import _atomic_write
 
     start = time.perf_counter()
     out = Path(args.out_dir)
-    batches, seq_lens = _ints(args.batches, "--batches"), _ints(args.seq_lens, "--seq-lens")
+    batches = parse_positive_ints(args.batches, "--batches")
+    seq_lens = parse_positive_ints(args.seq_lens, "--seq-lens")
     res, eager, graph_module, checkpoint = _prepare(args, out)
     spec = res.spec
     findings = lint(res.path)
@@ -183,8 +175,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         "seconds": time.perf_counter() - start,
     }
     text = report.pull_request_markdown(data, parity)
-    _atomic_write(out / "report.md", lambda p: p.write_text(text))
-    _atomic_write(out / "report.json", lambda p: p.write_text(report.to_json(data) + "\n"))
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "report.json", report.to_json(data) + "\n")
     if args.json:
         print(report.to_json(data))
     else:

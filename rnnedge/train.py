@@ -22,6 +22,7 @@ from torch import nn
 
 from rnnedge.data import Normalizer, Series, make_windows, split
 from rnnedge.errors import InputError, ModelFileError
+from rnnedge.fileio import atomic_write
 from rnnedge.models import ModelConfig, SequenceModel
 from rnnedge.spec import Normalization
 
@@ -174,17 +175,6 @@ def train(
     return result
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and rename, so no half file remains."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_checkpoint(path: str | os.PathLike[str], result: TrainResult) -> Path:
     """Weights plus JSON config, metrics and normalization; nothing that needs unpickling."""
     path = Path(path)
@@ -197,7 +187,7 @@ def save_checkpoint(path: str | os.PathLike[str], result: TrainResult) -> Path:
         "source": result.source,
         "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
     }
-    _atomic_write(path, lambda p: torch.save(payload, p))
+    atomic_write(path, lambda p: torch.save(payload, p))
     return path
 
 

@@ -11,7 +11,6 @@ candidates are measured per model and shape class, the winner is written to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from rnnedge.bench import cpu_model, measure_clean
+from rnnedge.fileio import atomic_write_text, sha256_file
 from rnnedge.runtimes.base import Feeds
 from rnnedge.runtimes.ort import OrtCpuRunner
 from rnnedge.spec import RnnSpec
@@ -47,14 +47,6 @@ def shape_class(batch: int, seq_len: int) -> str:
 
 def tuning_path(model_path: str | os.PathLike[str]) -> Path:
     return Path(str(model_path) + SUFFIX)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _ort_version() -> str:
@@ -382,11 +374,4 @@ def tune(
 
 def write_tuning(model_path: str | os.PathLike[str], tuning: Mapping[str, Any]) -> Path:
     """Write `model.onnx.tuning.json` atomically (temporary file, then rename)."""
-    path = tuning_path(model_path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(tuning, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(tuning_path(model_path), json.dumps(tuning, indent=2) + "\n")

@@ -151,3 +151,15 @@ def check_extra(extra: Mapping[str, Any] | None, spec: RnnSpec) -> dict[str, np.
             raise InputError(f"extra input '{name}' has dtype {arr.dtype}; expected "
                              f"{tspec.dtype}") from exc
     return out
+
+
+def parse_positive_ints(text: str, what: str) -> list[int]:
+    """`"1,3,64"` from a command-line option → `[1, 3, 64]`, or an InputError naming it."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise InputError(f"{what} must be comma-separated integers like 1,3; got '{text}'"
+                         ) from exc
+    if not values or min(values) < 1:
+        raise InputError(f"{what} must be positive integers; got '{text}'")
+    return values

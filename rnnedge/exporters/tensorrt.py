@@ -15,7 +15,6 @@ Nothing here imports tensorrt until a build is asked for.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -27,6 +26,7 @@ from typing import Any
 
 from rnnedge._optional import is_available, require
 from rnnedge.errors import ExportError, InputError, ModelFileError, RuntimeUnavailableError
+from rnnedge.fileio import atomic_write_bytes, sha256_file
 from rnnedge.spec import RnnSpec
 
 Shape = tuple[int, ...]
@@ -134,24 +134,13 @@ class Manifest:
         return cls.from_json(p.read_text(encoding="utf-8"), str(p))
 
     def write(self, path: str | os.PathLike[str]) -> Path:
-        return _write_atomic(Path(path), self.to_json().encode("utf-8"))
+        return atomic_write_bytes(Path(path), self.to_json().encode("utf-8"))
 
 
 def manifest_path(plan: str | os.PathLike[str]) -> Path:
     """`model.plan` → `model.plan.json`."""
     p = Path(plan)
     return p.with_name(p.name + ".json")
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _differences(have: Mapping[str, Any], want: Mapping[str, Any], keys: Any,
@@ -184,14 +173,6 @@ def stale_reason(manifest: Manifest, environment: Mapping[str, str]) -> str | No
     """Why a plan cannot run in `environment` (TensorRT, GPU, CUDA), or None."""
     diffs = _differences(asdict(manifest), environment, ENVIRONMENT)
     return "; ".join(diffs) or None
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def device_info(device_id: int = 0) -> dict[str, str]:
@@ -302,7 +283,7 @@ def wanted_manifest(
     """The manifest a build of `onnx_path` with these settings would get here, now."""
     env = environment(trt, device_id)
     return Manifest(env["tensorrt_version"], env["gpu_name"], env["compute_capability"],
-                    env["cuda_version"], file_sha256(onnx_path), profiles, precision,
+                    env["cuda_version"], sha256_file(onnx_path), profiles, precision,
                     builder, datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -411,8 +392,8 @@ def build_engine(
         raise ExportError(f"TensorRT built no engine for '{onnx_path}': "
                           f"{' | '.join(logger.messages[-5:]) or 'no message logged'}")
     manifest_path(plan_path).unlink(missing_ok=True)  # a plan is never left beside a stale one
-    _write_atomic(plan_path, bytes(serialized))
+    atomic_write_bytes(plan_path, bytes(serialized))
     manifest.write(manifest_path(plan_path))
     if cache is not None and timing_cache is not None:
-        _write_atomic(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
     return plan_path

@@ -28,7 +28,6 @@ from rnnedge.exporters.tensorrt import (
     check_precision,
     collecting_logger,
     environment,
-    file_sha256,
     has_cuda_python,
     manifest_path,
     module_present,
@@ -38,6 +37,7 @@ from rnnedge.exporters.tensorrt import (
     stale_reason,
     wanted_manifest,
 )
+from rnnedge.fileio import sha256_file
 from rnnedge.ortdist import cuda_device_missing
 from rnnedge.runtimes.base import Feeds, Runner, describe_feeds
 from rnnedge.spec import TensorSpec
@@ -122,7 +122,7 @@ def default_plan_path(onnx_path: Path, precision: str) -> Path:
     (the manifest would refuse it anyway) and the model's own folder is left alone.
     """
     root = Path(os.environ.get("RNNEDGE_CACHE") or Path.home() / ".cache" / "rnnedge")
-    return root / "engines" / f"{onnx_path.stem}-{file_sha256(onnx_path)[:16]}.{precision}.plan"
+    return root / "engines" / f"{onnx_path.stem}-{sha256_file(onnx_path)[:16]}.{precision}.plan"
 
 
 def ensure_engine(
