@@ -222,12 +222,7 @@ def plot_bench(result: Mapping[str, Any], path: str | Path) -> Path:
                  f"({env.get('cores', '?')} cores)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save_figure(plt, fig, path)
 
 
 MATRIX_HEADERS = ("workload", "eager ms", "ort-raw ms", "rnnedge ms", "rnnedge settings",
@@ -296,12 +291,7 @@ def plot_matrix(matrix: Mapping[str, Any], path: str | Path) -> Path:
                  f"{env.get('date', '')}", fontsize=9)
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save_figure(plt, fig, path)
 
 
 def pull_request_markdown(data: Mapping[str, Any], parity: Any) -> str:
@@ -333,3 +323,13 @@ def pull_request_markdown(data: Mapping[str, Any], parity: Any) -> str:
               "![latency vs seq_len](latency.png)", "",
               f"report made in {fmt(data['seconds'])} s"]
     return "\n".join(lines) + "\n"
+
+
+def _save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Lay out, write atomically as PNG, and free the figure."""
+    from rnnedge.fileio import atomic_write
+
+    fig.tight_layout()
+    out = atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)
+    return out
