@@ -118,6 +118,12 @@ def read_spec(session: Any, source: str = "model") -> RnnSpec | None:
     return RnnSpec.from_json(text, source) if text else None
 
 
+def refused(feeds: Feeds, exc: Exception, runtime: str = "ONNX Runtime") -> InputError:
+    """ORT's own error for a run, as one line that also shows what was fed."""
+    msg = str(exc).strip().replace("\n", " ")
+    return InputError(f"{runtime} refused the inputs {describe_feeds(feeds)}: {msg[:400]}")
+
+
 class OrtRunner(Runner):
     """Runs an ONNX file with a list of execution providers."""
 
@@ -160,10 +166,7 @@ class OrtRunner(Runner):
         try:
             values = self.session.run(self._outputs, dict(feeds))
         except Exception as exc:
-            msg = str(exc).strip().replace("\n", " ")
-            raise InputError(
-                f"ONNX Runtime refused the inputs {describe_feeds(feeds)}: {msg[:400]}"
-            ) from exc
+            raise refused(feeds, exc) from exc
         return dict(zip(self._outputs, values, strict=True))
 
 

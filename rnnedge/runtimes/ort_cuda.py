@@ -24,8 +24,8 @@ from rnnedge._optional import is_available, require
 from rnnedge.errors import InputError, ModelFileError, RuntimeUnavailableError, StreamError
 from rnnedge.ortdist import GPU_FIX, cuda_device_missing, diagnose
 from rnnedge.parity import state_shape
-from rnnedge.runtimes.base import Feeds, describe_feeds
-from rnnedge.runtimes.ort import OrtRunner, open_session
+from rnnedge.runtimes.base import Feeds
+from rnnedge.runtimes.ort import OrtRunner, open_session, refused
 from rnnedge.spec import RnnSpec
 from rnnedge.validate import check_sequence, check_state
 
@@ -198,10 +198,7 @@ class OrtCudaRunner(OrtRunner):
             self.session.run_with_iobinding(binding, self._run_options)
             values = binding.copy_outputs_to_cpu()
         except Exception as exc:
-            msg = str(exc).strip().replace("\n", " ")
-            raise InputError(
-                f"ONNX Runtime (CUDA) refused the inputs {describe_feeds(feeds)}: {msg[:400]}"
-            ) from exc
+            raise refused(feeds, exc, "ONNX Runtime (CUDA)") from exc
         return dict(zip(self._outputs, values, strict=True))
 
     def reserve_graph_ids(self, count: int) -> list[int]:
