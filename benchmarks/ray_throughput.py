@@ -6,7 +6,7 @@ parquet files, then times, end to end (read, infer, write parquet) and in sequen
 * one process: `read_long_file` → `predict_buckets` (one `Model.run` per distinct length per
   batch) → `write_forecasts`, i.e. exactly the actors' work, with ONNX Runtime on 1 thread
   and on its default thread count; and one `Model.run` per sequence, unbucketed;
-* `rnnedge.distributed.batch_infer` on a local Ray cluster with 1 and 2 actors. Each call
+* `rnnedge.batch.infer.batch_infer` on a local Ray cluster with 1 and 2 actors. Each call
   starts its own actor pool, so a call on a tiny input (one file, 10 sequences) is timed too:
   its time is the fixed cost per call, and N / (time − fixed cost) the marginal throughput.
 
@@ -70,7 +70,7 @@ def run_local(
 ) -> None:
     """The actors' work in one process: read, bucket by exact length, run, write."""
     import rnnedge
-    from rnnedge.distributed_io import (
+    from rnnedge.batch.io import (
         list_inputs,
         output_name,
         predict_buckets,
@@ -118,7 +118,7 @@ def timed(fn: Callable[[], Any], repeat: int) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    from rnnedge.bench import cpu_model
+    from rnnedge.tools.bench import cpu_model
 
     return {
         "cpu_model": cpu_model(),
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import rnnedge
-    from rnnedge.distributed import batch_infer
-    from rnnedge.models import ModelConfig, SequenceModel
+    from rnnedge.batch.infer import batch_infer
+    from rnnedge.modeling.models import ModelConfig, SequenceModel
 
     info: dict[str, Any] = {
         "benchmark": "ray_throughput",

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnedge import bench, report
-from rnnedge.models import ModelConfig, SequenceModel, stateful_wrapper
-from rnnedge.parity import make_feeds
-from rnnedge.runtimes.ort import OrtCpuRunner
-from rnnedge.runtimes.torch_eager import TorchRunner
-from rnnedge.tuning import TunedOrtRunner, shape_class, tune
+from rnnedge.modeling.models import ModelConfig, SequenceModel, stateful_wrapper
+from rnnedge.modeling.torch_runner import TorchRunner
+from rnnedge.runtime.backends.ort import OrtCpuRunner
+from rnnedge.runtime.tuned import TunedOrtRunner, shape_class, tune
+from rnnedge.tools import bench
+from rnnedge.tools import render as report
+from rnnedge.verify.parity import make_feeds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "ort-raw: InferenceSession with no options set (ORT picks intra-op threads = cores, "
         "spinning on, ORT_ENABLE_ALL, sequential). eager: the same module under "
         "torch.inference_mode with torch's default threads.",
-        "rnnedge: TunedOrtRunner with the settings chosen by rnnedge.tuning.tune on this "
+        "rnnedge: TunedOrtRunner with the settings chosen by rnnedge.runtime.tuned.tune on this "
         "machine for this shape (candidates: ORT defaults; intra-op threads 1/2 × "
         "optimization basic/all × sequential/parallel × spinning 0/1; for batch > 1, the "
         "batch split into sub-batches run concurrently on 1-thread sessions).",

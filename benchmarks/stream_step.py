@@ -110,7 +110,7 @@ def export_model(folder: Path) -> tuple[Any, Path]:
     import torch
 
     import rnnedge
-    from rnnedge.models import ModelConfig, SequenceModel
+    from rnnedge.modeling.models import ModelConfig, SequenceModel
 
     torch.manual_seed(0)
     cfg = ModelConfig(cell="lstm", input_size=FEATURES, hidden_size=HIDDEN, num_layers=LAYERS)
@@ -290,7 +290,7 @@ def session(path: Path, settings: dict | None = None, **attrs: Any) -> Any:
     """An InferenceSession: ORT defaults when `settings` is None, else rnnedge's settings dict."""
     import onnxruntime as ort
 
-    from rnnedge.runtimes.ort import session_options
+    from rnnedge.runtime.backends.ort import session_options
 
     if settings is None and not attrs:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -397,8 +397,8 @@ def pingpong_step(sess: Any, run_options: Any = None) -> Fn:
 
 def core_step(model: Any, chunk: np.ndarray) -> Fn:
     """`fast_step.StepSession`: the fast input check plus the bound run, no Stream around it."""
-    from rnnedge.fast_step import StepSession
-    from rnnedge.validate import check_sequence
+    from rnnedge.runtime.inputs import check_sequence
+    from rnnedge.runtime.step import StepSession
 
     core = StepSession(model.runner, model.spec, BATCH)
     core.run(check_sequence(chunk, model.spec, "chunk"))
@@ -431,7 +431,7 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 import rnnedge
 t1 = time.perf_counter()
-import numpy as np, onnxruntime, rnnedge.runtime, rnnedge.stream
+import numpy as np, onnxruntime, rnnedge.runtime.model, rnnedge.runtime.stream
 t2 = time.perf_counter()
 settings = json.loads(sys.argv[2])
 model = rnnedge.load(sys.argv[1], settings=settings)
@@ -495,7 +495,7 @@ def cold_start(path: Path, settings: dict, runs: int = 3) -> dict:
 
 # -- machine ----------------------------------------------------------------------------------
 def machine() -> dict:
-    from rnnedge.bench import cpu_model
+    from rnnedge.tools.bench import cpu_model
 
     return {
         "cpu_model": cpu_model(),
@@ -548,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import rnnedge
-    from rnnedge.fast_step import STEP_SETTINGS, StepSession
-    from rnnedge.runtimes.ort import session_options
-    from rnnedge.stream import Stream
+    from rnnedge.runtime.backends.ort import session_options
+    from rnnedge.runtime.step import STEP_SETTINGS, StepSession
+    from rnnedge.runtime.stream import Stream
 
     info = {"machine": machine(), "versions": versions()}
     chunk = np.zeros((BATCH, 1, FEATURES), np.float32)
@@ -729,8 +729,8 @@ def main(argv: list[str] | None = None) -> int:
 def ideas(
     path: Path, folder: Path, model: Any, module: Any, chunk: np.ndarray, args: argparse.Namespace
 ) -> dict:
-    from rnnedge.fast_step import STEP_SETTINGS
-    from rnnedge.validate import check_sequence
+    from rnnedge.runtime.inputs import check_sequence
+    from rnnedge.runtime.step import STEP_SETTINGS
 
     out: dict[str, Any] = {}
     t1 = {"intra_op_num_threads": 1}
@@ -838,8 +838,8 @@ def ideas(
 
     # rnnedge's Python work per step
     spec = model.spec
-    from rnnedge.data import Normalizer
-    from rnnedge.fast_step import FastNormalizer, StepSession
+    from rnnedge.modeling.data import Normalizer
+    from rnnedge.runtime.step import FastNormalizer, StepSession
 
     core = StepSession(model.runner, spec, BATCH)
     core.run(check_sequence(chunk, spec, "chunk"))
@@ -870,7 +870,7 @@ def ideas(
 
 def _infer_overhead(model: Any, chunk: np.ndarray) -> Fn:
     """`runner.infer`'s own work (checks, dict copies, zip) with a run that returns at once."""
-    from rnnedge.runtimes.ort import OrtCpuRunner
+    from rnnedge.runtime.backends.ort import OrtCpuRunner
 
     runner = OrtCpuRunner(model.path, session=model.runner.session).__enter__()
     state = np.zeros((LAYERS, 1, HIDDEN), np.float32)

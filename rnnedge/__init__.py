@@ -21,6 +21,6 @@ def export(*args: Any, **kwargs: Any) -> Any:
 
 def load(*args: Any, **kwargs: Any) -> Any:
     """Load an ONNX model for inference; see `rnnedge.runtime.load`."""
-    from rnnedge.runtime import load as _load
+    from rnnedge.runtime.model import load as _load
 
     return _load(*args, **kwargs)

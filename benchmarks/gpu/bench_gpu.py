@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from rnnedge.report import markdown_table, to_json  # noqa: E402
+from rnnedge.tools.render import markdown_table, to_json  # noqa: E402
 
 HIDDEN, LAYERS, FEATURES = 128, 2, 1
 STEP_CHECK_LEN = 16
@@ -80,7 +80,7 @@ def measure(cases: dict[str, tuple[Fn, np.ndarray]], seconds: float, rounds: int
 
 def environment(torch: Any) -> dict[str, Any]:
     """Device, driver, CUDA and package versions, as the record of what gave the numbers."""
-    from rnnedge.ortdist import diagnose
+    from rnnedge.runtime.backends.ortdist import diagnose
 
     env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                            "numpy": np.__version__, "torch": torch.__version__,
@@ -111,7 +111,7 @@ def environment(torch: Any) -> dict[str, Any]:
 
 def build_model(torch: Any, tmp: Path) -> tuple[Any, Path, Any]:
     from rnnedge.exporters.onnx import example_for, export
-    from rnnedge.models import ModelConfig, SequenceModel
+    from rnnedge.modeling.models import ModelConfig, SequenceModel
 
     torch.manual_seed(0)
     model = SequenceModel(ModelConfig(cell="lstm", input_size=FEATURES, hidden_size=HIDDEN,
@@ -137,7 +137,7 @@ def torch_stepper(torch: Any, model: Any, device: str) -> Fn:
 
 def ort_run_stepper(session: Any, spec: Any) -> Fn:
     """Plain `session.run` with the state carried through host numpy arrays."""
-    from rnnedge.validate import zero_state
+    from rnnedge.runtime.inputs import zero_state
 
     state = zero_state(spec, 1)
     outs = [spec.data_output, *(p.output for p in spec.state_pairs)]
@@ -153,8 +153,8 @@ def ort_run_stepper(session: Any, spec: Any) -> Fn:
 
 def step_cases(torch: Any, model: Any, path: Path, spec: Any, runners: dict[str, Any]
                ) -> dict[str, Callable[[], Fn]]:
-    from rnnedge.runtimes.ort import open_session
-    from rnnedge.runtimes.ort_cuda import CudaStepSession
+    from rnnedge.runtime.backends.ort import open_session
+    from rnnedge.runtime.backends.ort_cuda import CudaStepSession
 
     cpu_session = open_session(path, settings=CPU_STEP_SETTINGS)
     cases: dict[str, Callable[[], Fn]] = {}
@@ -214,8 +214,8 @@ def eager_caller(torch: Any, model: Any, device: str) -> Fn:
 
 def run_sequences(torch: Any, model: Any, path: Path, spec: Any, runners: dict[str, Any],
                   seconds: float) -> list[dict[str, Any]]:
-    from rnnedge.runtimes.ort import OrtCpuRunner
-    from rnnedge.validate import zero_state
+    from rnnedge.runtime.backends.ort import OrtCpuRunner
+    from rnnedge.runtime.inputs import zero_state
 
     out: list[dict[str, Any]] = []
     cpu = OrtCpuRunner(path).__enter__()
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from rnnedge.runtimes.ort_cuda import OrtCudaRunner
+    from rnnedge.runtime.backends.ort_cuda import OrtCudaRunner
 
     result: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(
         timespec="seconds"), "environment": environment(torch), "pytest": args.pytest}

@@ -54,7 +54,7 @@ export LD_LIBRARY_PATH="${NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$PY" - <<'EOF'
 import torch
-from rnnedge.ortdist import diagnose
+from rnnedge.runtime.backends.ortdist import diagnose
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu:", torch.cuda.is_available())
 print(diagnose().describe())
 EOF

@@ -1,1 +1,0 @@
-"""Exporters: PyTorch → ONNX (and ONNX → TensorRT engine where TensorRT is installed)."""

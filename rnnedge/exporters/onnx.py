@@ -25,8 +25,8 @@ import numpy as np
 from rnnedge import __version__
 from rnnedge._optional import require
 from rnnedge.errors import ExportError, InputError, RnnEdgeError, UnsupportedModelError
-from rnnedge.parity import TOLERANCES, ParityReport, Tolerance, check_parity, default_grid
 from rnnedge.spec import SPEC_KEY, Normalization, RnnSpec, StatePair, TensorSpec
+from rnnedge.verify.parity import TOLERANCES, ParityReport, Tolerance, check_parity, default_grid
 
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
@@ -122,7 +122,7 @@ def _probe_output_axes(
 
 
 def _plan_sequence_model(model: Any, x: Any, normalization: Normalization | None) -> _Plan:
-    from rnnedge.models import stateful_wrapper
+    from rnnedge.modeling.models import stateful_wrapper
 
     cfg = model.config
     wrapper = stateful_wrapper(model).eval()
@@ -251,7 +251,7 @@ def _finalize(plan: _Plan, path: Path, exporter: str, opset: int) -> RnnSpec:
 
 def _declared_frozen(spec: RnnSpec, path: Path) -> list[str]:
     """Axes of the data input that the graph declares as fixed numbers."""
-    from rnnedge.runtimes.ort import open_session, session_tensor_specs
+    from rnnedge.runtime.backends.ort import open_session, session_tensor_specs
 
     session = open_session(path)
     declared = {t.name: t for t in session_tensor_specs(session.get_inputs())}
@@ -277,9 +277,9 @@ def _advice(exporter: str, cell_loops: list[str], batch_first: bool) -> str:
 
 def _verify(plan: _Plan, spec: RnnSpec, tmp: Path, exporter: str, shapes: Sequence[tuple[int,
             int]] | None, tolerance: Tolerance) -> ParityReport:
-    from rnnedge.models import find_cell_loops
-    from rnnedge.runtimes.ort import OrtCpuRunner
-    from rnnedge.runtimes.torch_eager import TorchRunner
+    from rnnedge.modeling.models import find_cell_loops
+    from rnnedge.modeling.torch_runner import TorchRunner
+    from rnnedge.runtime.backends.ort import OrtCpuRunner
 
     x = plan.args[0]
     example_b = int(x.shape[spec.batch_axis])
@@ -338,7 +338,7 @@ def export(
         ExportError: torch failed, or the file is wrong at shapes other than the example.
     """
     torch = require("torch", "rnnedge export")
-    from rnnedge.models import SequenceModel, find_unsupported
+    from rnnedge.modeling.models import SequenceModel, find_unsupported
 
     if exporter not in EXPORTERS:
         raise InputError(f"exporter '{exporter}' is not known; expected one of {EXPORTERS}")

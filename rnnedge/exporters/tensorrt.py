@@ -270,8 +270,8 @@ def collecting_logger(trt: Any) -> Any:
 
 
 def spec_for_file(onnx_path: Path) -> RnnSpec:
-    from rnnedge.foreign import resolve_spec
-    from rnnedge.runtimes.ort import open_session
+    from rnnedge.runtime.backends.ort import open_session
+    from rnnedge.runtime.foreign import resolve_spec
 
     return resolve_spec(open_session(onnx_path), source=str(onnx_path))
 
@@ -312,7 +312,7 @@ def check_precision(trt: Any, precision: str) -> None:
         raise InputError(
             f"TensorRT {trt.__version__} builds strongly typed networks only: BuilderFlag.FP16 "
             "is gone and precision comes from the ONNX tensor types. Convert the model to an "
-            "fp16-typed ONNX (rnnedge.runtimes.ort_cuda.convert_fp16(src, dst)) and build "
+            "fp16-typed ONNX (rnnedge.runtime.backends.ort_cuda.convert_fp16(src, dst)) and build "
             "that file with precision='typed'")
 
 

@@ -211,8 +211,8 @@ class RnnServer:
 
     def start(self) -> RnnServer:
         """Load the model, start Triton and bind the model; returns when requests are served."""
-        from rnnedge.fast_step import STEP_SETTINGS
-        from rnnedge.runtime import load
+        from rnnedge.runtime.model import load
+        from rnnedge.runtime.step import STEP_SETTINGS
 
         check_interpreter()
         from pytriton.model_config import ModelConfig

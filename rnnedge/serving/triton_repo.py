@@ -265,7 +265,7 @@ def write_repository(
     place, so a failure (or a crash) never leaves a half-written model that Triton would try
     to load. An existing `repo/<name>` is replaced only with `force`, and kept if that fails.
     """
-    from rnnedge.runtime import load
+    from rnnedge.runtime.model import load
 
     onnx = require("onnx", "writing a Triton repository")
     opts.check()

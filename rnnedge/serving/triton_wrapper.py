@@ -179,7 +179,7 @@ def verify_wrapper(source: Any, wrapped: bytes, *, normalize: bool = True,
     """
     import onnxruntime as ort
 
-    from rnnedge.parity import TOLERANCES, compare_arrays, make_feeds
+    from rnnedge.verify.parity import TOLERANCES, compare_arrays, make_feeds
 
     spec: RnnSpec = source.spec
     sess = ort.InferenceSession(wrapped, providers=["CPUExecutionProvider"])

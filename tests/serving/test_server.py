@@ -297,7 +297,7 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
 def test_serve_command_stops_on_sigterm(tmp_path: Path, triton_ok: None) -> None:
     http, grpc = _free_ports(2)
     code = ("import argparse, sys\n"
-            "from rnnedge.serving.cli import add_serving_parsers, cmd_serve\n"
+            "from rnnedge.cli.serving import add_serving_parsers, cmd_serve\n"
             "p = argparse.ArgumentParser()\n"
             "add_serving_parsers(p.add_subparsers(dest='command'))\n"
             "sys.exit(cmd_serve(p.parse_args(sys.argv[1:])))\n")

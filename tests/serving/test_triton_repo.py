@@ -21,9 +21,9 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import rnnedge  # noqa: E402
+from rnnedge.cli.serving import add_serving_parsers, cmd_triton  # noqa: E402
 from rnnedge.errors import ExportError, InputError, UnsupportedModelError  # noqa: E402
 from rnnedge.serving import triton_repo, triton_wrapper  # noqa: E402
-from rnnedge.serving.cli import add_serving_parsers, cmd_triton  # noqa: E402
 from rnnedge.serving.triton_repo import (  # noqa: E402
     CONTROLS,
     TritonOptions,

@@ -1,0 +1,411 @@
+"""Batch inference over many files with Ray Data: one ONNX Runtime session per actor.
+
+Input is long format (see `rnnedge.batch.io`): parquet or CSV files of `seq_id, step,
+features…`. Each input file becomes one parquet file of `seq_id, step, forecast_0…`.
+
+Why it is shaped this way:
+
+* Files are read by Ray tasks, one per file, and a file that cannot be read or is not valid
+  becomes an error row instead of an exception, so one bad file among many is reported by
+  name while the others are processed.
+* Our graphs have no `sequence_lens` input, so sequences are bucketed by exact length inside
+  each batch and never padded: results equal running each sequence alone with `Model.run`.
+* Dead actors are restarted and their batches retried. The driver keys every result by
+  (file, sequence index), so a retry can neither lose nor duplicate rows, and writes a file
+  (temporary file + rename) only once all of its sequences are back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnedge import errors
+from rnnedge._optional import require
+from rnnedge.batch.io import (
+    arrow_modules,
+    list_inputs,
+    output_name,
+    predict_buckets,
+    read_long_file,
+    write_forecasts,
+)
+from rnnedge.errors import EXIT_CODES, InputError, RnnEdgeError
+
+#: a path in this variable makes the first actor that finds the file delete it and exit hard:
+#: a drill that shows a cluster retries a killed worker's batch without losing rows
+FAULT_MARKER_ENV = "RNNEDGE_FAULT_MARKER"
+_BLOCK_BYTES = 256 * 1024
+#: the columns of a sequence row; `data` holds its values, then (after an actor) its forecasts
+_FIELDS = (
+    "file",
+    "seq_index",
+    "seq_id",
+    "id_is_int",
+    "n_seqs",
+    "steps",
+    "data",
+    "error",
+    "error_kind",
+)
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """Why one input file produced no output; `error` names the rnnedge error class."""
+
+    error: str
+    message: str
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.error, 1)
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did, with the counts that show nothing was dropped or duplicated.
+
+    `sequences_in`/`rows_in` count what was read from the files that were written,
+    `sequences_out`/`rows_out` what those files hold as written (a file whose counts differ is
+    not published); `duplicates_dropped` counts results that came back twice (a retried batch
+    whose first attempt had finished), which are written once.
+    """
+
+    outputs: dict[str, Path] = field(default_factory=dict)
+    failed: dict[str, FileFailure] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    sequences_in: int = 0
+    sequences_out: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    duplicates_dropped: int = 0
+    seconds: float = 0.0
+    actors: int = 0
+    runtime: str = ""
+    use_gpu: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the largest exit code among the failures (ModelFileError 4, InputError 3)."""
+        return max((f.exit_code for f in self.failed.values()), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outputs"] = {k: str(v) for k, v in sorted(self.outputs.items())}
+        d["ok"] = self.ok
+        return d
+
+
+def _table(rows: dict[str, list[Any]]) -> Any:
+    """Rows as an Arrow table with a fixed schema, so blocks from any file concatenate."""
+    pa, _, _ = arrow_modules()
+    s, i, b = pa.string(), pa.int64(), pa.binary()
+    types = (s, i, s, pa.bool_(), i, b, b, s, s)
+    schema = pa.schema(list(zip(_FIELDS, types, strict=True)))
+    return pa.table({k: rows[k] for k in _FIELDS}, schema=schema)
+
+
+def read_files(batch: dict[str, np.ndarray], n_features: int, dtype: str) -> Any:
+    """Ray Data task: file paths in; one row per sequence, or one error row per bad file, out.
+
+    Rows go out shortest sequence first, so the batches that reach the actors hold long runs
+    of equal lengths: few, large ORT calls.
+    """
+    out: list[tuple[Any, ...]] = []
+    for path in batch["path"]:
+        name = Path(str(path)).name
+        try:
+            f = read_long_file(str(path), n_features, dtype)
+        except RnnEdgeError as exc:
+            out.append((name, -1, "", False, 0, b"", b"", str(exc), type(exc).__name__))
+            continue
+        n = len(f.ids)
+        for k in sorted(range(n), key=lambda k: len(f.steps[k])):
+            steps, values = f.steps[k].tobytes(), f.values[k].tobytes()
+            out.append((name, k, str(f.ids[k]), f.ids_are_int, n, steps, values, "", ""))
+    columns = list(zip(*out, strict=True)) or [()] * len(_FIELDS)
+    return _table({k: list(col) for k, col in zip(_FIELDS, columns, strict=True)})
+
+
+class Predictor:
+    """Ray Data actor: loads the model once, then forecasts batches of sequence rows.
+
+    The model arrives as bytes from the driver, so no node needs its own copy of the file.
+    """
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        runtime: str,
+        threads: int,
+        n_features: int,
+        dtype: str,
+        out_dtype: str,
+        fault_marker: str | None = None,
+    ) -> None:
+        from rnnedge.runtime.model import load
+
+        with tempfile.TemporaryDirectory(prefix="rnnedge-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            path.write_bytes(model_bytes)
+            settings = {"intra_op_num_threads": threads} if runtime == "ort-cpu" else None
+            self.model = load(path, runtime, settings=settings)
+        self.n_features, self.dtype, self.out_dtype = n_features, dtype, out_dtype
+        self.fault_marker = fault_marker
+
+    def __call__(self, batch: Any) -> Any:
+        if self.fault_marker:
+            try:
+                os.remove(self.fault_marker)
+            except FileNotFoundError:
+                pass
+            else:
+                os._exit(1)
+        rows = {k: batch[k].to_pylist() for k in _FIELDS}
+        ok = [i for i, e in enumerate(rows["error"]) if not e]
+        xs = [np.frombuffer(rows["data"][i], self.dtype).reshape(-1, self.n_features) for i in ok]
+        try:
+            ys = predict_buckets(self.model, xs)
+        except RnnEdgeError as exc:
+            for i in ok:
+                rows["error"][i], rows["error_kind"][i] = str(exc), type(exc).__name__
+            ys = [np.empty(0, self.out_dtype)] * len(ok)
+        for i, y in zip(ok, ys, strict=True):
+            rows["data"][i] = np.ascontiguousarray(y, dtype=self.out_dtype).tobytes()
+        return _table(rows)
+
+
+class _Collector:
+    """Gathers results per file and writes each file as soon as all its sequences are back."""
+
+    def __init__(self, output_dir: Path, out_dtype: str, result: BatchResult) -> None:
+        self.dir, self.out_dtype, self.res = output_dir, out_dtype, result
+        self.parts: dict[str, dict[int, tuple[str, bytes, bytes]]] = {}
+        self.meta: dict[str, tuple[int, bool]] = {}
+
+    def add(self, table: Any) -> None:
+        for r in table.to_pylist():
+            name = r["file"]
+            if name in self.res.failed:
+                continue
+            if r["error"]:
+                self.res.failed[name] = FileFailure(r["error_kind"], r["error"])
+                self.parts.pop(name, None)
+                continue
+            if name in self.res.outputs or r["seq_index"] in self.parts.get(name, {}):
+                self.res.duplicates_dropped += 1
+                continue
+            self.meta[name] = (r["n_seqs"], r["id_is_int"])
+            got = self.parts.setdefault(name, {})
+            got[r["seq_index"]] = (r["seq_id"], r["steps"], r["data"])
+            if len(got) == r["n_seqs"]:
+                self._write(name, self.parts.pop(name))
+
+    def finish(self, files: Sequence[Path]) -> None:
+        """Report any file that neither failed nor came back whole (it is not written)."""
+        for p in files:
+            if p.name not in self.res.outputs and p.name not in self.res.failed:
+                n = self.meta.get(p.name, (0, False))[0]
+                got = len(self.parts.pop(p.name, {}))
+                self.res.failed[p.name] = FileFailure(
+                    "RnnEdgeError", f"{got} of {n} sequences came back; file not written"
+                )
+
+    def _write(self, name: str, got: dict[int, tuple[str, bytes, bytes]]) -> None:
+        n_seqs, id_int = self.meta[name]
+        order = [got[i] for i in range(n_seqs)]
+        ids = [int(s) if id_int else s for s, _, _ in order]
+        steps = [np.frombuffer(sb, np.int64) for _, sb, _ in order]
+        ys = [np.frombuffer(yb, self.out_dtype) for _, _, yb in order]
+        path = self.dir / output_name(Path(name))
+        rows, sequences = write_forecasts(path, ids, id_int, steps, ys)
+        res = self.res
+        res.outputs[name] = path
+        res.sequences_in += n_seqs
+        res.sequences_out += sequences
+        res.rows_in += sum(len(s) for s in steps)
+        res.rows_out += rows
+
+
+def _as_rnnedge_error(exc: BaseException, res: BatchResult, n_files: int) -> RnnEdgeError:
+    """The rnnedge error a worker raised (Ray wraps it, often only as text), else a summary."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, RnnEdgeError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    found = re.findall(r"rnnedge\.errors\.(\w+): (.+)", str(exc))
+    if found:
+        cls = getattr(errors, found[-1][0], RnnEdgeError)
+        if isinstance(cls, type) and issubclass(cls, RnnEdgeError):
+            return cls(found[-1][1])
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return RnnEdgeError(
+        f"Ray could not finish the batch ({type(exc).__name__}: {first}); {len(res.outputs)} "
+        f"of {n_files} files were written, each complete, before it stopped"
+    )
+
+
+def _with_retries(restarts: int) -> dict[str, int]:
+    """Bounded actor restarts and batch retries; Ray Data's own default retries forever.
+
+    Passed the way the installed Ray accepts them (named, or as the deprecated remote args),
+    or left to Ray's default where neither is accepted.
+    """
+    from ray.data import Dataset
+
+    params = inspect.signature(Dataset.map_batches).parameters
+    if "max_restarts" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return {"max_restarts": restarts, "max_task_retries": restarts}
+    return {}
+
+
+def batch_infer(
+    model_path: str | os.PathLike[str],
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    num_actors: int = 2,
+    batch_size: int = 1024,
+    use_gpu: bool | str = "auto",
+    runtime: str | None = None,
+    max_restarts: int = 3,
+    address: str | None = None,
+    progress: bool = False,
+) -> BatchResult:
+    """Forecast every sequence of every input file on a pool of Ray actors.
+
+    Args:
+        model_path: an `.onnx` file made by `rnnedge export`; read here, shipped to actors.
+        inputs: a folder of long-format parquet/CSV files, one such file, or a list of them.
+            Ray workers read them, so on a cluster they must be on storage every node sees.
+        output_dir: gets `<input stem>.parquet` per input (on the driver's machine); outputs
+            already there are replaced.
+        num_actors: actors in the pool, each with its own ONNX Runtime session.
+        batch_size: sequences per actor call; a call makes one ORT run per distinct length.
+        use_gpu: "auto" gives each actor one GPU when the cluster has GPUs.
+        runtime: "ort-cpu" or "ort-cuda"; by default ort-cuda on GPU actors, else ort-cpu.
+        max_restarts: restarts of a dead actor, and retries of the batch it held.
+        address: the Ray cluster to join; by default the one this process is connected to,
+            then $RAY_ADDRESS, then a new local one (shut down again at the end).
+        progress: show Ray Data's progress bars and execution plan.
+
+    Returns:
+        A BatchResult: the files that failed are in `failed` by name, the others written.
+    """
+    from rnnedge.runtime.model import load
+
+    if num_actors < 1 or batch_size < 1 or max_restarts < 0:
+        raise InputError(
+            f"num_actors and batch_size must be ≥ 1 and max_restarts ≥ 0, got "
+            f"{num_actors}, {batch_size}, {max_restarts}"
+        )
+    start = time.perf_counter()
+    files, skipped = list_inputs(inputs)
+    with load(model_path, "ort-cpu") as model:
+        spec = model.spec
+        n_features = spec.input(spec.data_input).shape[2]
+        dtype, out_dtype = spec.input(spec.data_input).dtype, spec.output(spec.data_output).dtype
+    if not isinstance(n_features, int):
+        raise InputError(f"{model_path}: the feature count of '{spec.data_input}' is not fixed")
+    ray = require("ray", "rnnedge batch-infer")
+    require("ray.data", "rnnedge batch-infer")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+    try:
+        gpu = ray.cluster_resources().get("GPU", 0) >= 1 if use_gpu == "auto" else bool(use_gpu)
+        runtime = runtime or ("ort-cuda" if gpu else "ort-cpu")
+        res = BatchResult(skipped=skipped, actors=num_actors, runtime=runtime, use_gpu=gpu)
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        collector = _Collector(out, out_dtype, res)
+        actor_args = {
+            "model_bytes": Path(model_path).read_bytes(),
+            "runtime": runtime,
+            "threads": 1,
+            "n_features": n_features,
+            "dtype": dtype,
+            "out_dtype": out_dtype,
+            "fault_marker": os.environ.get(FAULT_MARKER_ENV) or None,
+        }
+        try:
+            for table in _pipeline(
+                ray, files, actor_args, gpu, num_actors, batch_size, max_restarts, progress
+            ):
+                collector.add(table)
+        except ray.exceptions.RayError as exc:
+            raise _as_rnnedge_error(exc, res, len(files)) from exc
+        collector.finish(files)
+    finally:
+        if started:
+            ray.shutdown()
+    res.seconds = time.perf_counter() - start
+    return res
+
+
+def _pipeline(
+    ray: Any,
+    files: list[Path],
+    actor_args: dict[str, Any],
+    gpu: bool,
+    num_actors: int,
+    batch_size: int,
+    max_restarts: int,
+    progress: bool,
+) -> Iterator[Any]:
+    """Read tasks → actor pool → driver, streamed: results arrive as batches finish."""
+    import ray.data
+
+    # A Dataset copies the current DataContext when it is created: set ours, then restore.
+    # Small blocks let a big file's sequences spread over every actor (a map task never
+    # splits a block); blocks smaller than batch_size are bundled again for the actors.
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.target_max_block_size)
+    try:
+        ctx.enable_progress_bars = ctx.print_on_execution_start = progress
+        ctx.target_max_block_size = min(saved[2] or _BLOCK_BYTES, _BLOCK_BYTES)
+        paths = [{"path": str(p.resolve())} for p in files]
+        ds = ray.data.from_items(paths, override_num_blocks=len(files))
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.target_max_block_size = saved
+    # Read tasks reserve no CPU: the actors may hold every CPU in the cluster, and a task
+    # waiting for one would never run. The pool size bounds how many files are in memory.
+    ds = ds.map_batches(
+        read_files,
+        batch_size=1,
+        batch_format="numpy",
+        num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=min(len(files), max(2, num_actors))),
+        fn_kwargs={"n_features": actor_args["n_features"], "dtype": actor_args["dtype"]},
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.map_batches(
+            Predictor,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=num_actors),
+            num_cpus=1,
+            num_gpus=1 if gpu else 0,
+            fn_constructor_kwargs=actor_args,
+            **_with_retries(max_restarts),
+        )
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")

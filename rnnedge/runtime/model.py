@@ -1,0 +1,147 @@
+"""`rnnedge.load(path)`: the model object an app embeds, with numpy + onnxruntime alone.
+
+The `.onnx` file carries its spec (names, axes, state pairs, normalization), so loading needs
+nothing else; files made by other tools get a spec detected from their tensor names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnedge.errors import InputError, RuntimeUnavailableError, StreamError
+from rnnedge.runtime.backends.base import Runner, availability, require_runner
+from rnnedge.runtime.inputs import check_extra, check_sequence, check_state, zero_state
+from rnnedge.runtime.normalize import Normalizer
+from rnnedge.spec import RnnSpec
+
+State = dict[str, np.ndarray]
+
+
+def resolve_runtime(runtime: str) -> str:
+    """Map "auto" to the best runtime available here that can run an ONNX file."""
+    if runtime != "auto":
+        return runtime
+    avail = availability()
+    for name in ("ort-cuda", "ort-cpu"):
+        if avail.get(name, "not registered") is None:
+            return name
+    raise RuntimeUnavailableError(
+        "no ONNX runtime is available here; install one with pip install 'rnnedge[cpu]'"
+    )
+
+
+class Model:
+    """A loaded recurrent model: `run` whole sequences, or `stream` them chunk by chunk.
+
+    One Model (one ONNX Runtime session) may be shared by many threads and streams: ONNX
+    Runtime's `run` is thread-safe and every call here passes its state explicitly.
+    """
+
+    def __init__(self, runner: Runner, spec: RnnSpec, path: Path | None = None) -> None:
+        self.runner = runner
+        self.spec = spec
+        self.path = path
+        self.normalizer = Normalizer.from_spec(spec.normalization) if spec.normalization else None
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.name
+
+    def close(self) -> None:
+        self.runner.__exit__(None, None, None)
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def initial_state(self, batch: int = 1) -> State:
+        return zero_state(self.spec, batch)
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph as it is: feeds and outputs by name, no normalization."""
+        return self.runner.infer(feeds)
+
+    def run(
+        self,
+        x: Any,
+        state: Mapping[str, np.ndarray] | None = None,
+        *,
+        normalize: bool = True,
+        nan_policy: str = "raise",
+        extra: Mapping[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, State]:
+        """Forecast for whole sequences; returns (y, final state by input name).
+
+        With `normalize` (the default), `x` is in the data's own units and `y` comes back in
+        them, using the statistics stored in the model at training time.
+        """
+        spec = self.spec
+        arr = check_sequence(x, spec, nan_policy=nan_policy)
+        batch = arr.shape[spec.batch_axis]
+        st = check_state(state, spec, batch) or zero_state(spec, batch)
+        if normalize and self.normalizer is not None:
+            arr = self.normalizer.transform(arr).astype(arr.dtype, copy=False)
+        feeds = {spec.data_input: arr, **st, **check_extra(extra, spec)}
+        out = self.runner.infer(feeds)
+        y = out[spec.data_output]
+        if normalize and self.normalizer is not None:
+            y = self.normalizer.inverse_targets(y).astype(y.dtype, copy=False)
+        return y, {p.input: out[p.output] for p in spec.state_pairs}
+
+    def stream(self, batch: int = 1, **kwargs: Any) -> Any:
+        """A new independent stream over this model; see `rnnedge.runtime.stream.Stream`."""
+        if not self.spec.streamable:
+            why = ("it is bidirectional: its outputs depend on future steps"
+                   if self.spec.bidirectional else "it has no recurrent state inputs/outputs")
+            raise StreamError(f"this model cannot stream: {why}; use Model.run on whole "
+                              "sequences")
+        from rnnedge.runtime.stream import Stream
+
+        return Stream(self, batch=batch, **kwargs)
+
+
+def load(
+    path: str | os.PathLike[str],
+    runtime: str = "auto",
+    *,
+    settings: Mapping[str, Any] | None = None,
+    state_names: Mapping[str, str] | None = None,
+    batch_first: bool | None = None,
+    tuned: bool = True,
+) -> Model:
+    """Load an ONNX file on a runtime ("auto", "ort-cpu", …) as a ready `Model`.
+
+    Args:
+        settings: ONNX Runtime session settings (threads, optimization level, …).
+        state_names: for files not made by rnnedge, which input feeds which output back.
+        batch_first: for files not made by rnnedge, the data input's layout if detection
+            cannot tell.
+        tuned: use `model.onnx.tuning.json` (written by `rnnedge bench --tune`) when it was
+            measured for this file, this CPU and this ONNX Runtime; a stale one is ignored.
+    """
+    from rnnedge.runtime.backends.ort import OrtRunner
+    from rnnedge.runtime.foreign import resolve_spec
+
+    name = resolve_runtime(runtime)
+    cls = require_runner(name)
+    if not issubclass(cls, OrtRunner):
+        raise InputError(f"runtime '{name}' does not load ONNX files through rnnedge.load; "
+                         "use an ONNX Runtime runtime such as 'ort-cpu'")
+    runner = cls(path, settings=settings).__enter__()
+    spec = resolve_spec(runner.session, source=str(path), state_names=state_names,
+                        batch_first=batch_first)
+    if tuned and settings is None and name == "ort-cpu":
+        from rnnedge.runtime.tuned import TunedOrtRunner, read_tuning
+
+        tuning, _stale_reason = read_tuning(path)
+        if tuning is not None:
+            runner.__exit__(None, None, None)
+            runner = TunedOrtRunner(path, tuning, spec).__enter__()
+    return Model(runner, spec, Path(path))
