@@ -183,7 +183,7 @@ def investigate(w: Workload, model: SequenceModel, path: Path, folder: Path, spe
     else:
         notes["int8"] = "ORT has no dynamically quantized GRU kernel (LSTM only)"
     out: dict[str, Any] = {}
-    runners = {k: OrtCpuRunner(p, settings={}).__enter__() for k, p in variants.items()}
+    runners = {k: OrtCpuRunner(p, settings={}).activate() for k, p in variants.items()}
     try:
         calls = {k: (lambda r=r: r.infer(feeds)) for k, r in runners.items()}
         measured = bench.run_interleaved(calls, rounds=2, budget_s=args.budget_s)
@@ -197,7 +197,7 @@ def investigate(w: Workload, model: SequenceModel, path: Path, folder: Path, spe
                 f"max abs diff {report.fmt(diff)}")
     finally:
         for r in runners.values():
-            r.__exit__(None, None, None)
+            r.deactivate()
     return {"variants": out, "notes": notes}
 
 

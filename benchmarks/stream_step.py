@@ -872,7 +872,7 @@ def _infer_overhead(model: Any, chunk: np.ndarray) -> Fn:
     """`runner.infer`'s own work (checks, dict copies, zip) with a run that returns at once."""
     from rnnedge.runtime.backends.ort import OrtCpuRunner
 
-    runner = OrtCpuRunner(model.path, session=model.runner.session).__enter__()
+    runner = OrtCpuRunner(model.path, session=model.runner.session).activate()
     state = np.zeros((LAYERS, 1, HIDDEN), np.float32)
     outs = [np.zeros((1, 1, 1), np.float32), state, state.copy()]
     runner.session = type("InstantSession", (), {"run": lambda self, names, feeds: outs})()

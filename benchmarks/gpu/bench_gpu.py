@@ -218,7 +218,7 @@ def run_sequences(torch: Any, model: Any, path: Path, spec: Any, runners: dict[s
     from rnnedge.runtime.inputs import zero_state
 
     out: list[dict[str, Any]] = []
-    cpu = OrtCpuRunner(path).__enter__()
+    cpu = OrtCpuRunner(path).activate()
     for batch, seq_len in SEQUENCES:
         x = np.random.default_rng(1).standard_normal((batch, seq_len, FEATURES)).astype(
             np.float32)
@@ -317,14 +317,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if why:
                 raise RuntimeError(why)
-            runners["plain"] = OrtCudaRunner(path).__enter__()
-            runners["run"] = OrtCudaRunner(path, io_binding=False).__enter__()
+            runners["plain"] = OrtCudaRunner(path).activate()
+            runners["run"] = OrtCudaRunner(path, io_binding=False).activate()
             result["ort_cuda_options"] = runners["plain"].cuda_options()
         except Exception as exc:
             result["ort_cuda_error"] = _err(exc)
         if "plain" in runners:
             try:
-                runners["graph"] = OrtCudaRunner(path, cuda_graph=True).__enter__()
+                runners["graph"] = OrtCudaRunner(path, cuda_graph=True).activate()
             except Exception as exc:
                 result["ort_cuda_graph_error"] = _err(exc)
         print("timing one-step cases ...", flush=True)

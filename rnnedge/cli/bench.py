@@ -214,7 +214,7 @@ def _measure_all(args: argparse.Namespace, entries: dict[str, _Entry], spec: Rnn
     runners: dict[str, Runner] = {}
     for name, entry in entries.items():
         try:
-            runners[name] = entry.factory().__enter__()
+            runners[name] = entry.factory().activate()
         except Exception as exc:  # an optional backend failing to start must not stop the rest
             skipped[name] = f"could not start: {(str(exc).splitlines() or [''])[0][:200]}"
     points: list[bench.BenchPoint] = []
@@ -238,7 +238,7 @@ def _measure_all(args: argparse.Namespace, entries: dict[str, _Entry], spec: Rnn
                 _say(f"{name} stream step: p50 {report.fmt(1e3 * stats.p50)} ms")
     finally:
         for runner in runners.values():
-            runner.__exit__(None, None, None)
+            runner.deactivate()
     bench.add_ratios(points)
     return points
 

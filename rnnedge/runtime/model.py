@@ -53,7 +53,7 @@ class Model:
         return self.runner.name
 
     def close(self) -> None:
-        self.runner.__exit__(None, None, None)
+        self.runner.deactivate()
 
     def __enter__(self) -> Model:
         return self
@@ -134,7 +134,7 @@ def load(
     if not issubclass(cls, OrtRunner):
         raise InputError(f"runtime '{name}' does not load ONNX files through rnnedge.load; "
                          "use an ONNX Runtime runtime such as 'ort-cpu'")
-    runner = cls(path, settings=settings).__enter__()
+    runner = cls(path, settings=settings).activate()
     spec = resolve_spec(runner.session, source=str(path), state_names=state_names,
                         batch_first=batch_first)
     if tuned and settings is None and name == "ort-cpu":
@@ -142,6 +142,6 @@ def load(
 
         tuning, _stale_reason = read_tuning(path)
         if tuning is not None:
-            runner.__exit__(None, None, None)
-            runner = TunedOrtRunner(path, tuning, spec).__enter__()
+            runner.deactivate()
+            runner = TunedOrtRunner(path, tuning, spec).activate()
     return Model(runner, spec, Path(path))

@@ -177,7 +177,7 @@ class TunedOrtRunner(OrtCpuRunner):
         with self._lock:
             child = self._children.get(key)
             if child is None:
-                child = OrtCpuRunner(self.model, settings=settings).__enter__()
+                child = OrtCpuRunner(self.model, settings=settings).activate()
                 self._children[key] = child
             return child
 
@@ -191,7 +191,7 @@ class TunedOrtRunner(OrtCpuRunner):
                 return
             del self._children[key]
             self._routes = {k: v for k, v in self._routes.items() if v[0] is not child}
-        child.__exit__(None, None, None)
+        child.deactivate()
 
     def _pool(self, parts: int) -> ThreadPoolExecutor:
         with self._lock:
@@ -215,7 +215,7 @@ class TunedOrtRunner(OrtCpuRunner):
 
     def _deactivate_impl(self) -> None:
         for child in self._children.values():
-            child.__exit__(None, None, None)
+            child.deactivate()
         for pool in self._pools.values():
             pool.shutdown(wait=True)
         self._children.clear()

@@ -256,7 +256,7 @@ def test_a_session_that_landed_on_the_cpu_is_refused() -> None:
     session = open_session(FIXTURES / "foreign_lstm.onnx")  # what a silent fallback leaves
     runner = OrtCudaRunner(FIXTURES / "foreign_lstm.onnx", session=session)
     with pytest.raises(RuntimeUnavailableError, match=f"asked for {CUDA_EP}.*CPUExecutionProvider"):
-        runner.__enter__()
+        runner.activate()
     assert not runner.active
 
 

@@ -41,7 +41,7 @@ def _models(module: SequenceModel, path: str) -> list[Model]:
     onnx_model = rnnedge.load(path)
     spec = onnx_model.spec
     runner = TorchRunner(stateful_wrapper(module), [t.name for t in spec.inputs],
-                         [t.name for t in spec.outputs]).__enter__()
+                         [t.name for t in spec.outputs]).activate()
     return [onnx_model, Model(runner, spec)]
 
 

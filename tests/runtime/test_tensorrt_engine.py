@@ -92,7 +92,7 @@ def test_stale_manifest_is_refused(plan: Path, tmp_path: Path) -> None:
     assert manifest is not None
     dataclasses.replace(manifest, gpu_name="NVIDIA A10").write(manifest_path(copy))
     with pytest.raises(RuntimeUnavailableError, match="gpu_name differs"):
-        TensorRTRunner(copy).__enter__()
+        TensorRTRunner(copy).activate()
 
 
 def test_engine_cache_reuses_and_rebuilds_with_the_reason(exported: tuple, tmp_path: Path

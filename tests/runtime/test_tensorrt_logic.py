@@ -264,7 +264,7 @@ def test_tensorrt_runner_says_why_it_is_unavailable() -> None:
     runner = TensorRTRunner("model.plan")  # construction is cheap and imports nothing
     assert not runner.active
     with pytest.raises(RuntimeUnavailableError, match="tensorrt"):
-        runner.__enter__()
+        runner.activate()
 
 
 def test_build_engine_without_tensorrt_is_refused(tmp_path: Path) -> None:

@@ -41,16 +41,29 @@ class Runner:
             return f"missing {', '.join(missing)} ({cls.install_hint})"
         return None
 
-    def __enter__(self) -> Runner:
+    def activate(self) -> Runner:
+        """Do the heavy work (session, engine, buffers) once; a second call does nothing.
+
+        Returns the runner, so `runner = Cls(path).activate()` reads as one step.
+        """
         if not self._active:
             self._activate_impl()
             self._active = True
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def deactivate(self) -> None:
+        """Release what `activate` took; safe to call twice or on a runner never activated."""
         if self._active:
-            self._deactivate_impl()
-            self._active = False
+            try:
+                self._deactivate_impl()
+            finally:
+                self._active = False
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
 
     @property
     def active(self) -> bool:
