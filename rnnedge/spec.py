@@ -68,6 +68,95 @@ class Normalization:
         )
 
 
+@dataclass(frozen=True)
+class DataContract:
+    """What the model's columns mean, so named input is matched by name, never by position.
+
+    `features` are the input columns in the model's order, `targets` the forecast columns,
+    `horizon` how many steps ahead each output row looks (row t forecasts t + horizon),
+    `time_column` the column that labelled the training rows, `units` per column where known,
+    and `fingerprint` a hash of the training data, to tell which data a model was fitted on.
+    """
+
+    features: tuple[str, ...]
+    targets: tuple[str, ...]
+    horizon: int = 1
+    time_column: str | None = None
+    units: dict[str, str] = field(default_factory=dict)
+    fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.features or not all(isinstance(f, str) and f for f in self.features):
+            problems.append(f"features {list(self.features)!r} must be non-empty names")
+        if len(set(self.features)) != len(self.features):
+            problems.append(f"features {list(self.features)!r} repeat a name")
+        if not self.targets or any(t not in self.features for t in self.targets):
+            problems.append(f"targets {list(self.targets)!r} must be among the features")
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or \
+                self.horizon < 1:
+            problems.append(f"horizon {self.horizon!r} must be a whole number >= 1")
+        if problems:
+            raise ModelFileError(f"invalid data contract: {'; '.join(problems)}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DataContract:
+        if not isinstance(d, Mapping):
+            raise TypeError(f"data contract must be an object, got {type(d).__name__}")
+        tc = d.get("time_column")
+        units = d.get("units") or {}
+        if not isinstance(units, Mapping):
+            raise TypeError("data contract units must be an object")
+        return cls(tuple(str(v) for v in _strings(d["features"], "features")),
+                   tuple(str(v) for v in _strings(d["targets"], "targets")),
+                   int(d.get("horizon", 1)), None if tc is None else str(tc),
+                   {str(k): str(v) for k, v in units.items()},
+                   None if d.get("fingerprint") is None else str(d["fingerprint"]))
+
+
+def _strings(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} must be a list of names")
+    return value
+
+
+@dataclass(frozen=True)
+class PrecisionRecord:
+    """How a file's precision was chosen: judged on the task metric against fp32, not element-wise.
+
+    `precision` is what the weights or the execution use ("fp32", "int8", "bf16"); `execution`
+    says where that precision is applied when the file itself stays fp32 (bf16 is applied by
+    OpenVINO when it compiles the model, so the stored graph is fp32). `fp32_value` and
+    `value` are the metric on the same validation data before and after; `margin` is the
+    relative change that was allowed.
+    """
+
+    precision: str
+    metric: str
+    margin: float
+    fp32_value: float
+    value: float
+    execution: str | None = None
+    runtime: str | None = None
+    scheme: str | None = None
+
+    @property
+    def relative_change(self) -> float:
+        """(value − fp32_value) / |fp32_value|; +inf when fp32 scored exactly 0 and this did not."""
+        if self.fp32_value == 0:
+            return 0.0 if self.value == 0 else float("inf")
+        return (self.value - self.fp32_value) / abs(self.fp32_value)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PrecisionRecord:
+        def opt(key: str) -> str | None:
+            return None if d.get(key) is None else str(d[key])
+
+        return cls(str(d["precision"]), str(d["metric"]), float(d["margin"]),
+                   float(d["fp32_value"]), float(d["value"]), opt("execution"), opt("runtime"),
+                   opt("scheme"))
+
+
 @dataclass
 class RnnSpec:
     """The recurrent contract of an exported graph.
@@ -90,8 +179,10 @@ class RnnSpec:
     output_size: int | None = None
     bidirectional: bool = False
     normalization: Normalization | None = None
+    contract: DataContract | None = None
     producer: dict[str, str] = field(default_factory=dict)
     format: int = SPEC_FORMAT
+    precision: PrecisionRecord | None = None
 
     @property
     def batch_axis(self) -> int:
@@ -132,6 +223,8 @@ class RnnSpec:
                     f"format ≤ {SPEC_FORMAT}; upgrade rnnedge"
                 )
             norm = d.get("normalization")
+            prec = d.get("precision")
+            contract = d.get("contract")
             spec = cls(
                 inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
                 outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
@@ -146,8 +239,10 @@ class RnnSpec:
                 output_size=d.get("output_size"),
                 bidirectional=bool(d.get("bidirectional", False)),
                 normalization=Normalization.from_dict(norm) if norm else None,
+                contract=DataContract.from_dict(contract) if contract else None,
                 producer={str(k): str(v) for k, v in d.get("producer", {}).items()},
                 format=int(d.get("format", SPEC_FORMAT)),
+                precision=PrecisionRecord.from_dict(prec) if prec else None,
             )
         except ModelFileError:
             raise
@@ -171,6 +266,14 @@ class RnnSpec:
         for p in self.state_pairs:
             if p.input not in in_names or p.output not in out_names:
                 problems.append(f"state pair {p.input}->{p.output} does not name graph tensors")
+        c, n = self.contract, self.normalization
+        if c is not None and n is not None and (
+                len(c.features) != len(n.mean)
+                or [c.features[i] for i in n.target_index if i < len(c.features)]
+                != list(c.targets)):
+            problems.append(f"data contract features {list(c.features)} / targets "
+                            f"{list(c.targets)} disagree with the normalization's "
+                            f"{len(n.mean)} features and target columns {list(n.target_index)}")
         if self.cell is not None and self.cell not in CELLS:
             problems.append(f"cell '{self.cell}' is not one of {', '.join(CELLS)}")
         if problems:

@@ -7,7 +7,6 @@ targets) round-trips through `rnnedge.spec.Normalization`, so the exported file 
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from importlib.resources import files
 import numpy as np
 
 from rnnedge.errors import InputError, ModelFileError
+from rnnedge.modeling import tables
 from rnnedge.runtime.normalize import (  # Normalizer is part of the training API too
     Normalizer,  # noqa: F401
     _targets,
@@ -37,6 +37,12 @@ class Series:
     values: np.ndarray
     columns: tuple[str, ...]
     source: str = ""
+    #: the column that labels the rows (dates, years), carried to outputs; never a feature
+    time_column: str | None = None
+    #: one label per row, from `time_column`
+    time: tuple[str, ...] | None = None
+    #: time-like columns that were left out of the features
+    ignored: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         values = _as_2d(np.array(self.values, dtype=np.float64), "Series values")
@@ -46,6 +52,9 @@ class Series:
                 f"Series has {values.shape[1]} feature column(s) but {len(columns)} name(s) "
                 f"{columns}; pass one name per column"
             )
+        if self.time is not None and len(self.time) != values.shape[0]:
+            raise InputError(f"Series has {values.shape[0]} rows but {len(self.time)} time "
+                             "labels; pass one label per row")
         values.flags.writeable = False
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "columns", columns)
@@ -113,107 +122,68 @@ def load_csv(
     columns: Sequence[str] | None = None,
     *,
     delimiter: str = ",",
+    nan_policy: str = "raise",
+    time_column: str | None = None,
 ) -> Series:
-    """Read numeric columns of a CSV with a header row.
+    """Read numeric columns of a CSV with a header row, by name.
 
-    With `columns=None` every entirely numeric column is taken, so a date or label column is
-    skipped without having to name the rest. Cells such as `nan`/`inf` parse as numbers;
-    `validate_finite` (called by `make_windows`) reports them. Gaps are errors, not NaN, so a
-    hole in the data is noticed when loading rather than as a NaN loss during training.
+    With `columns=None` every numeric column that does not label time is taken (see
+    `rnnedge.modeling.tables.time_like`); time-like columns are kept as the rows' labels, never
+    as features. Missing cells (empty, `NA`, `null`, `nan`, ...) are handled by `nan_policy`;
+    the default refuses them with the column, data row and file line.
     """
     if isinstance(columns, str):
         columns = [columns]
     name = os.fspath(path)
     try:
         with open(name, encoding="utf-8-sig", newline="") as f:
-            return _read_csv(f, columns, delimiter, name)
+            return _read_csv(f, columns, delimiter, name, nan_policy, time_column)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
         raise ModelFileError(f"CSV file {name!r} not found; check the path") from e
     except UnicodeDecodeError as e:
         raise ModelFileError(
             f"CSV file {name!r} is not UTF-8 text ({e}); re-save it as UTF-8"
         ) from e
+    except OSError as e:
+        raise ModelFileError(f"CSV file {name!r} cannot be read ({e.strerror or e}); check "
+                             "the path and its permissions") from e
 
 
 def _read_csv(
-    lines: Iterable[str], columns: Sequence[str] | None, delimiter: str, source: str
+    lines: Iterable[str], columns: Sequence[str] | None, delimiter: str, source: str,
+    nan_policy: str = "raise", time_column: str | None = None,
 ) -> Series:
-    """Parse an open CSV; rows are (data row number, file line number, cells) for messages."""
-    reader = csv.reader(lines, delimiter=delimiter)
-    header: list[str] | None = None
-    rows: list[tuple[int, int, list[str]]] = []
-    try:
-        for cells in reader:
-            if not any(c.strip() for c in cells):
-                continue  # blank line
-            cells = [c.strip() for c in cells]
-            if header is None:
-                header = cells
-                continue
-            if len(cells) != len(header):
-                raise InputError(
-                    f"{source} line {reader.line_num} has {len(cells)} fields but the header has "
-                    f"{len(header)}; fix the row or check the delimiter ({delimiter!r})"
-                )
-            rows.append((len(rows) + 1, reader.line_num, cells))
-    except csv.Error as e:
-        raise InputError(f"{source} line {reader.line_num} is not valid CSV ({e}); fix it") from e
-    if header is None:
-        raise InputError(f"{source} is empty; expected a header row and data rows")
-    if not rows:
-        raise InputError(f"{source} has a header but no data rows; add data below the header")
-
-    if columns is None:  # mostly-numeric columns; their gaps and typos get reported below
-        chosen = [c for i, c in enumerate(header) if _numeric_column(rows, i)]
-    else:
-        chosen = list(columns)
-    if not chosen:
-        what = "no column is numeric" if columns is None else "columns=[] selects nothing"
-        raise InputError(
-            f"{source}: {what} (columns: {', '.join(header)}); pass columns= naming those to load"
-        )
-    for c in chosen:
+    """Parse an open CSV into a Series; see `load_csv`."""
+    table = tables.read_table(lines, delimiter, source)
+    header = table.header
+    for c in [*(columns or ()), *([time_column] if time_column else [])]:
         if c not in header:
             raise InputError(
                 f"column {c!r} is not in {source}; available columns: {', '.join(header)}"
             )
-
-    values = np.empty((len(rows), len(chosen)), dtype=np.float64)
-    for j, c in enumerate(chosen):
-        col = header.index(c)
-        for r, (data_row, line, cells) in enumerate(rows):
-            text = cells[col]
-            where = f"at data row {data_row} (file line {line}) of {source}"
-            if not text:
-                raise InputError(
-                    f"column {c!r} is empty {where}; fill or impute the gap before loading"
-                )
-            try:
-                values[r, j] = float(text)
-            except ValueError:
-                raise InputError(
-                    f"column {c!r} has non-numeric value {text!r} {where}; expected a number, "
-                    f"fix the cell or leave the column out"
-                ) from None
-    return Series(values, tuple(chosen), source)
-
-
-def _numeric_column(rows: list[tuple[int, int, list[str]]], col: int) -> bool:
-    """A column is numeric when most of its filled cells parse as numbers.
-
-    A label or date column parses nowhere and is skipped; a numeric column with a typo still
-    counts, so the strict pass that follows reports the bad cell instead of silently
-    dropping the column (which would change the model's feature count).
-    """
-    filled = [cells[col] for _, _, cells in rows if cells[col]]
-    ok = 0
-    for text in filled:
-        try:
-            float(text)
-            ok += 1
-        except ValueError:
-            pass
-    return bool(filled) and ok * 2 > len(filled)
+    timey = [h for h in header if h != time_column and tables.time_like(h, table.column(h))]
+    if time_column is None:
+        time_column = next(iter(timey), None)
+    if columns is None:  # mostly-numeric columns; their gaps and typos get reported below
+        chosen = [h for h in header if h not in timey and h != time_column
+                  and tables.numeric_column(table.column(h))]
+    else:
+        chosen = list(columns)
+    if not chosen:
+        what = "no column is numeric" if columns is None else "columns=[] selects nothing"
+        skipped = f" (time-like, not used: {', '.join(timey)})" if timey else ""
+        raise InputError(
+            f"{source}: {what} (columns: {', '.join(header)}){skipped}; pass columns= naming "
+            "those to load"
+        )
+    values = tables.parse_numbers(table, chosen)
+    values = tables.fill_missing(values, nan_policy, columns=chosen, where=table.where,
+                                 what=source)
+    ignored = tuple(h for h in timey if h not in chosen)
+    labels = tuple(table.column(time_column)) if time_column and time_column not in chosen \
+        else None
+    return Series(values, tuple(chosen), source, time_column=time_column if labels else None,
+                  time=labels, ignored=ignored)
 
 
 def make_windows(

@@ -6,6 +6,7 @@ A checkpoint is a plain dict of tensors and JSON strings, so it loads with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from rnnedge.errors import InputError, ModelFileError
 from rnnedge.fileio import atomic_write
 from rnnedge.modeling.data import Normalizer, Series, make_windows, split
 from rnnedge.modeling.models import ModelConfig, SequenceModel
-from rnnedge.spec import Normalization
+from rnnedge.spec import DataContract, Normalization
 
 CHECKPOINT_FORMAT = "rnnedge.checkpoint/1"
 
@@ -45,13 +46,17 @@ class TrainConfig:
     seed: int = 0
     target_index: tuple[int, ...] = (0,)
     clip_grad_norm: float = 1.0
+    #: stop after this many epochs without a better validation loss (0: never stop early)
+    patience: int = 10
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "window", "stride"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise InputError(f"lr must be > 0, got {self.lr}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"lr must be a finite number > 0, got {self.lr}")
+        if int(self.patience) < 0:
+            raise InputError(f"patience must be ≥ 0, got {self.patience}")
 
     @property
     def warmup(self) -> int:
@@ -72,15 +77,36 @@ class TrainResult:
     persistence_mse: float = math.nan
     seconds: float = 0.0
     source: str = ""
+    #: the epoch whose weights were kept (lowest validation loss)
+    best_epoch: int = 0
+    #: what the columns mean, stored in the checkpoint and then in the ONNX spec
+    contract: DataContract | None = None
+    #: the raw validation rows (data units), kept so precision can be judged on them later
+    val_values: np.ndarray | None = None
+
+    @property
+    def skill(self) -> float:
+        """1 - MSE / persistence MSE: above 0 only when the model beats "no change"."""
+        return (1.0 - self.val_mse / self.persistence_mse
+                if self.persistence_mse > 0 else math.nan)
 
     def metrics(self) -> dict[str, float]:
         return {
             "val_mse": self.val_mse,
             "persistence_mse": self.persistence_mse,
-            "skill": 1.0 - self.val_mse / self.persistence_mse
-            if self.persistence_mse > 0 else math.nan,
+            "skill": self.skill,
             "train_seconds": self.seconds,
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
         }
+
+
+def fingerprint(series: Series) -> str:
+    """A short hash of the training data (values and column names), to tell data sets apart."""
+    h = hashlib.sha256()
+    h.update(json.dumps(list(series.columns)).encode())
+    h.update(np.ascontiguousarray(series.values, dtype="<f8").tobytes())
+    return "sha256:" + h.hexdigest()[:16]
 
 
 def _windows(values: np.ndarray, cfg: TrainConfig, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +170,12 @@ def train(
     model = SequenceModel(mc)
     optim = torch.optim.Adam(model.parameters(), lr=tc.lr)
     loss_fn = nn.MSELoss()
-    result = TrainResult(model, normalizer, mc, tc, source=series.source)
+    targets = tuple(series.columns[i] for i in normalizer.target_index)
+    contract = DataContract(tuple(series.columns), targets, 1, series.time_column,
+                            fingerprint=fingerprint(series))
+    result = TrainResult(model, normalizer, mc, tc, source=series.source, contract=contract,
+                         val_values=np.array(val_raw, dtype=np.float64))
+    best_loss, best_state, stale = math.inf, None, 0
     xt_t, yt_t = torch.from_numpy(xt), torch.from_numpy(yt)
     xv_t, yv_t = torch.from_numpy(xv), torch.from_numpy(yv)
     for epoch in range(1, tc.epochs + 1):
@@ -170,6 +201,15 @@ def train(
         result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if progress:
             progress(epoch, tc.epochs, train_loss, val_loss)
+        if val_loss < best_loss:
+            best_loss, stale, result.best_epoch = val_loss, 0, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if tc.patience and stale >= tc.patience:
+                break
+    if best_state is not None:  # the epoch that validated best, not the last one
+        model.load_state_dict(best_state)
     result.val_mse, result.persistence_mse = evaluate(model, xv, yv, normalizer, tc.warmup)
     result.seconds = time.perf_counter() - start
     return result
@@ -185,8 +225,11 @@ def save_checkpoint(path: str | os.PathLike[str], result: TrainResult) -> Path:
         "normalization": json.dumps(asdict(result.normalizer.to_spec())),
         "metrics": json.dumps(result.metrics()),
         "source": result.source,
+        "contract": json.dumps(asdict(result.contract)) if result.contract else "",
         "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
     }
+    if result.val_values is not None:
+        payload["val_values"] = torch.from_numpy(np.ascontiguousarray(result.val_values))
     atomic_write(path, lambda p: torch.save(payload, p))
     return path
 
@@ -199,6 +242,10 @@ class Checkpoint:
     normalization: Normalization | None
     metrics: dict[str, float]
     source: str
+    contract: DataContract | None = None
+    #: raw validation rows (data units) and the window the model was trained with
+    val_values: np.ndarray | None = None
+    window: int | None = None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -229,8 +276,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         model = SequenceModel(config)
         model.load_state_dict(payload["state_dict"])
         metrics = json.loads(payload.get("metrics", "{}"))
-    except (KeyError, ValueError, TypeError, RuntimeError, InputError) as exc:
+        contract_text = payload.get("contract")
+        contract = DataContract.from_dict(json.loads(contract_text)) if contract_text else None
+        val = payload.get("val_values")
+        val_values = val.numpy().astype(np.float64) if val is not None else None
+        window = json.loads(payload.get("train_config", "{}")).get("window")
+    except (KeyError, ValueError, TypeError, RuntimeError, InputError, ModelFileError,
+            AttributeError) as exc:
         raise ModelFileError(f"checkpoint '{path}' is damaged: {str(exc).splitlines()[0][:200]}"
                              ) from exc
     model.eval()
-    return Checkpoint(model, norm, metrics, str(payload.get("source", "")))
+    return Checkpoint(model, norm, metrics, str(payload.get("source", "")), contract,
+                      val_values, int(window) if isinstance(window, int) else None)

@@ -1,4 +1,4 @@
-"""rnnedge.modeling.data: loaders, synthetic series, normalization, windows and splits, on real files."""
+"""rnnedge.modeling.data: loaders, synthetic series, normalization, windows, splits, real files."""
 
 from __future__ import annotations
 
@@ -176,15 +176,15 @@ def test_csv_non_numeric_cell_names_column_row_and_text(tmp_path: Path) -> None:
 
 def test_csv_auto_choice_reports_gap_instead_of_dropping_column(tmp_path: Path) -> None:
     p = write(tmp_path, "t,v\n0,1.0\n1,\n2,3.0\n")
-    with pytest.raises(InputError, match="empty") as e:
+    with pytest.raises(InputError, match="missing") as e:
         load_csv(p)
     msg = str(e.value)
-    assert "'v'" in msg and "data row 2" in msg and "fill" in msg
+    assert "'v'" in msg and "data row 2 (file line 3)" in msg and "--nan-policy" in msg
 
 
 def test_csv_empty_cell_in_requested_column(tmp_path: Path) -> None:
     p = write(tmp_path, "a,b\n1,2\n3,  \n")
-    with pytest.raises(InputError, match=r"'b' is empty at data row 2.*fill"):
+    with pytest.raises(InputError, match=r"'b' is missing a value at data row 2.*--nan-policy"):
         load_csv(p, ["b"])
 
 
@@ -366,3 +366,63 @@ def test_validate_finite_reports_inf_and_passes_clean_data() -> None:
         validate_finite(np.array([0.0, 1.0, -np.inf]), "y")
     validate_finite(np.arange(5), "ints")
     validate_finite(np.ones((3, 3)), "ones")
+
+
+MACRO_LIKE = (
+    "year,quarter,realgdp,unemp,infl\n"
+    "1959.0,1.0,2710.3,5.8,0.0\n"
+    "1959.0,2.0,2778.8,NA,2.34\n"
+    "1959.0,3.0,2775.5,5.3,\n"
+    "1959.0,4.0,2785.2,5.6,2.74\n"
+    "1960.0,1.0,2847.7,5.2,0.27\n"
+)
+
+
+@pytest.mark.parametrize("token", ["", "NA", "n/a", "null", "NaN", "None"])
+def test_every_missing_token_is_one_gap(tmp_path: Path, token: str) -> None:
+    p = write(tmp_path, f"a,b\n1,2\n3,{token}\n5,6\n")
+    with pytest.raises(InputError, match=r"'b' is missing a value at data row 2 \(file line 3\)"):
+        load_csv(p)
+    assert load_csv(p, nan_policy="ffill").values[:, 1].tolist() == [2, 2, 6]
+    assert load_csv(p, nan_policy="zero").values[:, 1].tolist() == [2, 0, 6]
+    assert load_csv(p, nan_policy="interpolate").values[:, 1].tolist() == [2, 4, 6]
+
+
+def test_time_like_columns_are_labels_not_features(tmp_path: Path) -> None:
+    p = write(tmp_path, MACRO_LIKE)
+    s = load_csv(p, nan_policy="interpolate")
+    assert s.columns == ("realgdp", "unemp", "infl")
+    assert s.ignored == ("year", "quarter") and s.time_column == "year"
+    assert s.time is not None and s.time[0] == "1959.0"
+    assert s.values[1, 1] == pytest.approx(5.55)
+    assert s.values[2, 2] == pytest.approx((2.34 + 2.74) / 2)
+
+
+def test_integer_index_and_date_text_are_time_like(tmp_path: Path) -> None:
+    p = write(tmp_path, "date,co2\n19580329,316.1\n19580405,317.3\n19580412,317.6\n")
+    s = load_csv(p)
+    assert s.columns == ("co2",) and s.time_column == "date"
+    q = write(tmp_path, "when,v\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n", "q.csv")
+    assert load_csv(q).time == ("2020-01-01", "2020-01-02", "2020-01-03")
+    rows = "".join(f"{i},{v}\n" for i, v in enumerate([5, 1, 4, 2, 8, 3, 9, 7, 6, 0, 2]))
+    r = write(tmp_path, "n,v\n" + rows, "r.csv")
+    s = load_csv(r)
+    assert s.columns == ("v",) and s.time_column == "n" and s.ignored == ("n",)
+
+
+def test_a_named_time_column_is_taken_when_asked(tmp_path: Path) -> None:
+    p = write(tmp_path, MACRO_LIKE)
+    s = load_csv(p, ["year", "realgdp"])
+    assert s.columns == ("year", "realgdp")
+
+
+def test_duplicated_header_names_are_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "a,b,a\n1,2,3\n4,5,6\n")
+    with pytest.raises(InputError, match=r"duplicated column names \['a'\]"):
+        load_csv(p)
+
+
+def test_interpolate_needs_one_value(tmp_path: Path) -> None:
+    p = write(tmp_path, "a,b\n1,\n3,NA\n")
+    with pytest.raises(InputError, match="no value at all"):
+        load_csv(p, ["a", "b"], nan_policy="interpolate")
