@@ -23,6 +23,11 @@ from rnnedge.errors import InputError, StreamError
 SEQ_ID, START, END = "seq_id", "start", "end"
 
 
+#: seconds without a request before a sequence's state is dropped, for `serve` and `triton`
+#: alike: long enough for a sensor that reports every 10-30 s, short enough to free memory
+IDLE_TIMEOUT_S = 60.0
+
+
 @dataclass
 class _Live:
     stream: Any
@@ -46,9 +51,9 @@ class SequenceTable:
 
     _HISTORY = 4096
 
-    def __init__(self, model: Any, *, idle_timeout_s: float = 60.0,
+    def __init__(self, model: Any, *, idle_timeout_s: float = IDLE_TIMEOUT_S,
                  max_sequences: int = 10_000, clock: Any = time.monotonic) -> None:
-        if idle_timeout_s <= 0 or max_sequences < 1:
+        if not 0 < idle_timeout_s < float("inf") or max_sequences < 1:
             raise InputError(f"idle_timeout_s must be > 0 and max_sequences ≥ 1; got "
                              f"{idle_timeout_s} and {max_sequences}")
         self.model = model

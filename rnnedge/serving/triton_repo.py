@@ -28,6 +28,7 @@ from rnnedge.errors import (
     RuntimeUnavailableError,
     UnsupportedModelError,
 )
+from rnnedge.serving.sequences import IDLE_TIMEOUT_S
 from rnnedge.serving.triton_wrapper import (
     CONTROLS,
     VERIFY_SHAPES,
@@ -84,7 +85,7 @@ class TritonOptions:
     kind: str = "cpu"
     strategy: str = "oldest"
     max_queue_delay_us: int = 100
-    max_sequence_idle_us: int = 5_000_000
+    max_sequence_idle_us: int = int(IDLE_TIMEOUT_S * 1_000_000)
     max_candidate_sequences: int = 256
     normalize: bool = True
 
