@@ -61,14 +61,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json-out", help="write the figures as JSON here")
     args = parser.parse_args()
-    result: dict[str, object] = {"date": datetime.date.today().isoformat(),
-                                 "python": platform.python_version(), "groups": {}}
-    for label, roots in (("runtime (rnnedge[cpu])", RUNTIME_ROOTS),
-                         ("export side (not needed to run)", EXPORT_ROOTS)):
+    result: dict[str, object] = {
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "groups": {},
+    }
+    for label, roots in (
+        ("runtime (rnnedge[cpu])", RUNTIME_ROOTS),
+        ("export side (not needed to run)", EXPORT_ROOTS),
+    ):
         sizes = {n: size_of(n) for n in closure(roots)}
-        result["groups"][label] = {"packages": {n: {"version": md.version(n), "bytes": b}
-                                                for n, b in sizes.items()},
-                                   "total_bytes": sum(sizes.values())}
+        result["groups"][label] = {
+            "packages": {n: {"version": md.version(n), "bytes": b} for n, b in sizes.items()},
+            "total_bytes": sum(sizes.values()),
+        }
         print(f"{label}: {sum(sizes.values()) / 2**20:.1f} MiB")
         for n, b in sorted(sizes.items(), key=lambda kv: -kv[1]):
             print(f"  {n:<22} {md.version(n):<14} {b / 2**20:8.1f} MiB")

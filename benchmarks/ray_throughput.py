@@ -8,7 +8,8 @@ parquet files, then times, end to end (read, infer, write parquet) and in sequen
   and on its default thread count; and one `Model.run` per sequence, unbucketed;
 * `rnnedge.batch.infer.batch_infer` on a local Ray cluster with 1 and 2 actors. Each call
   starts its own actor pool, so a call on a tiny input (one file, 10 sequences) is timed too:
-  its time is the fixed cost per call, and N / (time − fixed cost) the marginal throughput.
+  its time is the fixed cost per call, and N / (time − fixed cost) the marginal throughput
+  (null when the input is too small for the time to exceed the fixed cost).
 
 Ray's own start-up (`ray.init`) is timed once, apart. Outputs of every path are compared
 with the single-process ones (max abs diff).
@@ -21,11 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
-import re
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,9 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_data(folder: Path, sequences: int, files: int, seed: int = 0) -> int:
@@ -117,25 +113,13 @@ def timed(fn: Callable[[], Any], repeat: int) -> dict[str, Any]:
     return {"seconds": runs, "best_s": min(runs), "median_s": statistics.median(runs)}
 
 
-def machine() -> dict[str, Any]:
-    from rnnedge.tools.bench import cpu_model
-
-    return {
-        "cpu_model": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "loadavg_start": list(os.getloadavg()),
-    }
+def _rate(per_s: float | None) -> str:
+    if per_s is None:
+        return "n/a: the input is too small to see past the fixed cost"
+    return f"{per_s:,.0f} seq/s"
 
 
-def host_tag() -> str:
-    name = socket.gethostname().split(".")[0].lower()
-    return re.sub(r"[^a-z0-9-]+", "-", name).strip("-")[:24] or "host"
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sequences", type=int, default=20_000)
     ap.add_argument("--files", type=int, default=8)
@@ -144,110 +128,140 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per candidate (3)")
     ap.add_argument("--actors", default="1,2", help="actor pool sizes to time (1,2)")
     ap.add_argument("--json-out", type=Path)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def versions() -> dict[str, str]:
     import onnxruntime
     import pyarrow
     import ray
     import torch
 
     import rnnedge
-    from rnnedge.batch.infer import batch_infer
+
+    return {
+        "rnnedge": rnnedge.__version__,
+        "ray": ray.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def prepare(root: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """Export the GRU and write the input files; returns the model and the workload's record."""
+    import torch
+
+    import rnnedge
     from rnnedge.modeling.models import ModelConfig, SequenceModel
 
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell="gru", hidden_size=args.hidden)
+    model_path = root / "gru.onnx"
+    rnnedge.export(SequenceModel(cfg), torch.randn(2, 8, 1), model_path)
+    rows = make_data(root / "in", args.sequences, args.files)
+    make_data(root / "tiny", 10, 1, seed=1)
+    return model_path, {
+        "model": cfg.to_dict(),
+        "sequences": args.sequences,
+        "rows": rows,
+        "files": args.files,
+        "lengths": [5, 40],
+        "features": 1,
+        "batch_size": args.batch_size,
+        "format": "parquet",
+    }
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def time_local(root: Path, model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The single-process paths; their outputs stay in root/<name> for the comparisons."""
+    results: dict[str, Any] = {}
+    for name, threads, bucketed in (
+        ("local_bucketed_1thread", 1, True),
+        ("local_bucketed_default_threads", None, True),
+        ("local_per_sequence_1thread", 1, False),
+    ):
+        out = root / name
+        out.mkdir()
+        r = timed(
+            lambda out=out, threads=threads, bucketed=bucketed: run_local(
+                model_path, root / "in", out, args.batch_size, threads, bucketed
+            ),
+            args.repeat,
+        )
+        r["sequences_per_s"] = args.sequences / r["best_s"]
+        results[name] = r
+        say(f"{name:>28}: best {r['best_s']:.2f} s, {r['sequences_per_s']:,.0f} seq/s")
+    results["local_per_sequence_1thread"]["max_abs_diff_vs_bucketed"] = max_diff(
+        root / "local_bucketed_1thread", root / "local_per_sequence_1thread"
+    )
+    return results
+
+
+def time_ray_pool(
+    root: Path, model_path: Path, actors: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One actor-pool size: a tiny input for the fixed cost per call, then the whole input."""
+    from rnnedge.batch.infer import batch_infer
+
+    out = root / f"ray_{actors}_actors"
+
+    def call(inp: Path) -> None:
+        res = batch_infer(model_path, inp, out, num_actors=actors, batch_size=args.batch_size)
+        assert res.ok and res.duplicates_dropped == 0, res.failed
+
+    fixed = timed(lambda: call(root / "tiny"), args.repeat)
+    r = timed(lambda: call(root / "in"), args.repeat)
+    r["sequences_per_s"] = args.sequences / r["best_s"]
+    r["fixed_cost_per_call_s"] = fixed["median_s"]
+    beyond_fixed = r["best_s"] - fixed["median_s"]  # ≤ 0 when the input is tiny
+    r["marginal_sequences_per_s"] = args.sequences / beyond_fixed if beyond_fixed > 0 else None
+    r["max_abs_diff_vs_local"] = max_diff(root / "local_bucketed_1thread", out)
+    say(
+        f"{out.name:>28}: best {r['best_s']:.2f} s, {r['sequences_per_s']:,.0f} seq/s "
+        f"(fixed {fixed['median_s']:.2f} s/call, marginal "
+        f"{_rate(r['marginal_sequences_per_s'])})"
+    )
+    return r
+
+
+def time_ray(root: Path, model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`ray.init` once, then each actor-pool size on the same local cluster."""
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+    results: dict[str, Any] = {"ray_init_s": time.perf_counter() - t0}
+    try:
+        for actors in [int(a) for a in args.actors.split(",")]:
+            results[f"ray_{actors}_actors"] = time_ray_pool(root, model_path, actors, args)
+    finally:
+        ray.shutdown()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     info: dict[str, Any] = {
         "benchmark": "ray_throughput",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": {
-            "rnnedge": rnnedge.__version__,
-            "ray": ray.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "pyarrow": pyarrow.__version__,
-            "numpy": np.__version__,
-            "torch": torch.__version__,
-        },
+        "machine": common.machine(),
+        "versions": versions(),
     }
     with tempfile.TemporaryDirectory(prefix="rnnedge-ray-bench-") as tmp:
         root = Path(tmp)
-        torch.manual_seed(0)
-        cfg = ModelConfig(cell="gru", hidden_size=args.hidden)
-        model_path = root / "gru.onnx"
-        rnnedge.export(SequenceModel(cfg), torch.randn(2, 8, 1), model_path)
-        rows = make_data(root / "in", args.sequences, args.files)
-        make_data(root / "tiny", 10, 1, seed=1)
-        n = args.sequences
-        info["workload"] = {
-            "model": cfg.to_dict(),
-            "sequences": n,
-            "rows": rows,
-            "files": args.files,
-            "lengths": [5, 40],
-            "features": 1,
-            "batch_size": args.batch_size,
-            "format": "parquet",
-        }
-        results: dict[str, Any] = {}
-
-        def local(name: str, threads: int | None, bucketed: bool = True) -> None:
-            out = root / name
-            out.mkdir()
-            r = timed(
-                lambda: run_local(model_path, root / "in", out, args.batch_size, threads, bucketed),
-                args.repeat,
-            )
-            r["sequences_per_s"] = n / r["best_s"]
-            results[name] = r
-            print(
-                f"{name:>28}: best {r['best_s']:.2f} s, {r['sequences_per_s']:,.0f} seq/s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-        local("local_bucketed_1thread", 1)
-        local("local_bucketed_default_threads", None)
-        local("local_per_sequence_1thread", 1, bucketed=False)
-        reference = root / "local_bucketed_1thread"
-        results["local_per_sequence_1thread"]["max_abs_diff_vs_bucketed"] = max_diff(
-            reference, root / "local_per_sequence_1thread"
-        )
-
-        t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
-        results["ray_init_s"] = time.perf_counter() - t0
-        try:
-            for actors in [int(a) for a in args.actors.split(",")]:
-                name = f"ray_{actors}_actors"
-                out = root / name
-
-                def call(inp: Path, out: Path = out, actors: int = actors) -> None:
-                    res = batch_infer(
-                        model_path, inp, out, num_actors=actors, batch_size=args.batch_size
-                    )
-                    assert res.ok and res.duplicates_dropped == 0, res.failed
-
-                fixed = timed(lambda call=call: call(root / "tiny"), args.repeat)
-                r = timed(lambda call=call: call(root / "in"), args.repeat)
-                r["sequences_per_s"] = n / r["best_s"]
-                r["fixed_cost_per_call_s"] = fixed["median_s"]
-                r["marginal_sequences_per_s"] = n / max(r["best_s"] - fixed["median_s"], 1e-9)
-                r["max_abs_diff_vs_local"] = max_diff(reference, out)
-                results[name] = r
-                print(
-                    f"{name:>28}: best {r['best_s']:.2f} s, {r['sequences_per_s']:,.0f} seq/s "
-                    f"(fixed {fixed['median_s']:.2f} s/call, marginal "
-                    f"{r['marginal_sequences_per_s']:,.0f} seq/s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        finally:
-            ray.shutdown()
+        model_path, info["workload"] = prepare(root, args)
+        results = time_local(root, model_path, args)
+        results.update(time_ray(root, model_path, args))
     info["results"] = results
-    info["machine"]["loadavg_end"] = list(os.getloadavg())
-    out_path = args.json_out or RESULTS / f"{dt.date.today().isoformat()}-{host_tag()}-ray.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(info, indent=2) + "\n")
-    print(f"wrote {out_path}", file=sys.stderr)
+    info["machine"]["loadavg_end"] = common.loadavg()
+    out_path = common.write_json(args.json_out or common.default_out("ray"), info)
+    say(f"wrote {out_path}")
     return 0
 
 

@@ -55,6 +55,16 @@ class StreamError(RnnEdgeError):
     exit_code = 9
 
 
+class DeviceError(RnnEdgeError):
+    """The GPU failed while running (out of memory, illegal address, a cuDNN/cuBLAS status).
+
+    Not the inputs' fault, so not an `InputError`: the same call may succeed with a smaller
+    batch, on another device, or after the process (whose CUDA context may be lost) restarts.
+    """
+
+    exit_code = 10
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
@@ -66,5 +76,6 @@ EXIT_CODES: dict[str, int] = {
         ExportError,
         ParityError,
         StreamError,
+        DeviceError,
     )
 }

@@ -7,7 +7,6 @@ one filesystem: readers see the old file or the new one, never a mix.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,15 +26,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` atomically (see `atomic_write`)."""
     return atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` to `path` atomically (see `atomic_write`)."""
     return atomic_write(path, lambda p: p.write_text(text))
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks (models can be large)."""
+    import hashlib  # here, not at the top: loading a model without a tuning file never hashes
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -127,8 +127,10 @@ class PrecisionRecord:
     `precision` is what the weights or the execution use ("fp32", "int8", "bf16"); `execution`
     says where that precision is applied when the file itself stays fp32 (bf16 is applied by
     OpenVINO when it compiles the model, so the stored graph is fp32). `fp32_value` and
-    `value` are the metric on the same validation data before and after; `margin` is the
-    relative change that was allowed.
+    `value` are the metric on the same validation data before and after (whole sequences in
+    one call); `stream_value` is the reduced file's metric when streamed one step at a time
+    (dynamic int8 rounds each call's activations on their own scale, so it differs); `margin`
+    is the relative change that was allowed for both.
     """
 
     precision: str
@@ -139,6 +141,7 @@ class PrecisionRecord:
     execution: str | None = None
     runtime: str | None = None
     scheme: str | None = None
+    stream_value: float | None = None
 
     @property
     def relative_change(self) -> float:
@@ -152,9 +155,10 @@ class PrecisionRecord:
         def opt(key: str) -> str | None:
             return None if d.get(key) is None else str(d[key])
 
+        stream = d.get("stream_value")
         return cls(str(d["precision"]), str(d["metric"]), float(d["margin"]),
                    float(d["fp32_value"]), float(d["value"]), opt("execution"), opt("runtime"),
-                   opt("scheme"))
+                   opt("scheme"), None if stream is None else float(stream))
 
 
 @dataclass

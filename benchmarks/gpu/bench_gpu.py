@@ -1,92 +1,98 @@
-"""GPU benchmark: one LSTM step and full sequences on ORT CUDA (with and without CUDA graphs),
-ORT CPU and eager PyTorch (CUDA and CPU), all in one run so their ratios are comparable.
+"""GPU benchmark for rnnedge, in phases that fit back-to-back device calls (see run.sh).
 
-The model is rnnedge's 2-layer LSTM (hidden 128, 1 input feature), exported and verified by
-rnnedge. Every timed call returns host numpy arrays, so device work is finished when the clock
-stops. Cases are timed in interleaved rounds, so drift in machine load hits them alike, and
-each case's outputs are checked against eager PyTorch on the CPU first (max abs diff stored).
-A case that fails records its error instead of numbers. Writes
-`<out>/<date>-<gpu>-gpu.json` and `.md`.
+    python benchmarks/gpu/bench_gpu.py --phase torch|cpu|tf32|ort|ort-tf32|report \
+        --out $OUT --state /tmp/rnnedge-bench [--seconds 0.5] [--streams 1,64,1024]
 
-    python benchmarks/gpu/bench_gpu.py [--out benchmarks/results] [--seconds 2.5]
+Phases: `torch` (environment, W5 torch eager and the CUDA-graph floor, W6 eager cuDNN fp32 and
+fp16; needs no ONNX Runtime GPU build), `cpu` (N concurrent streams on rnnedge's CPU runtime
+and as one torch CUDA graph; W6 on the CPU at every core), `tf32` (torch rows with TF32
+allowed, labelled so), `ort` (placement, W5, W6 fp32/fp16 and the streams on ORT CUDA beside
+the same torch cases, TensorRT as found), `ort-tf32` (ORT with `use_tf32=1`), `report` (every
+row so far, the targets and what to attack, as markdown and JSON).
+
+Each row is appended to `<out>/rows.jsonl` and `<state>/rows.jsonl` as soon as its group is
+measured; a phase killed at its time limit loses only the group it was in. fp32 rows need
+`NVIDIA_TF32_OVERRIDE=0` and tf32 rows need it unset (`math_mode`), so the two never share a
+process. On a machine without a GPU the `cpu` phase still runs its CPU cases.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import datetime as dt
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path[:0] = [str(HERE), str(ROOT)]
 
-from rnnedge.tools.render import markdown_table, to_json  # noqa: E402
+import gpu_common as gc  # noqa: E402
+import gpu_ort  # noqa: E402
+import gpu_report as report  # noqa: E402
+import gpu_torch  # noqa: E402
 
-HIDDEN, LAYERS, FEATURES = 128, 2, 1
-STEP_CHECK_LEN = 16
-SEQUENCES = ((1, 256), (64, 128))  # (batch, seq_len)
-CPU_STEP_SETTINGS = {"intra_op_num_threads": 1, "config": {"session.intra_op.allow_spinning": "0"}}
-Fn = Callable[[np.ndarray], np.ndarray]
-
-
-def _err(exc: BaseException) -> str:
-    """`Type: message` on one line, for a case that failed."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+PHASES = ("torch", "cpu", "tf32", "ort", "ort-tf32", "report")
 
 
-def measure(cases: dict[str, tuple[Fn, np.ndarray]], seconds: float, rounds: int = 8,
-            warmup: int = 20) -> dict[str, dict[str, float]]:
-    """Latency stats (µs) per case from interleaved rounds sized to about `seconds` each."""
-    per: dict[str, int] = {}
-    for name, (fn, x) in cases.items():
-        for _ in range(warmup):
-            fn(x)
-        t0 = time.perf_counter()
-        for _ in range(warmup):
-            fn(x)
-        one = max((time.perf_counter() - t0) / warmup, 1e-6)
-        per[name] = max(3, min(20000, int(seconds / one / rounds)))
-    samples: dict[str, list[int]] = {k: [] for k in cases}
-    clock = time.perf_counter_ns
-    for _ in range(rounds):
-        for name, (fn, x) in cases.items():
-            acc = samples[name]
-            for _ in range(per[name]):
-                t0 = clock()
-                fn(x)
-                acc.append(clock() - t0)
-            time.sleep(0.002)
-    out = {}
-    for name, s in samples.items():
-        us = np.sort(np.asarray(s, dtype=np.float64)) / 1e3
-        out[name] = {"p50_us": float(np.percentile(us, 50)), "p90_us": float(np.percentile(us, 90)),
-                     "p99_us": float(np.percentile(us, 99)), "mean_us": float(us.mean()),
-                     "n": int(us.size)}
-    return out
+class Context:
+    """One phase's arguments, sink and models (exported once per process, in a temp folder)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+
+        self.torch = torch
+        self.args = args
+        self.rows = gc.Rows(args.out / "rows.jsonl", args.state / "rows.jsonl", phase=args.phase)
+        self.tmp = Path(tempfile.mkdtemp(prefix="rnnedge-bench-"))
+        self.cuda = bool(torch.cuda.is_available())
+        self._models: dict[str, tuple[Any, Path, Any]] = {}
+        w6 = gc.W6 if not args.quick else gc.Workload("W6-quick", "gru", 2, 32, 4, 4, 16)
+        self.w5, self.w6 = gc.W5, w6
+
+    def model(self, w: gc.Workload) -> tuple[Any, Path, Any]:
+        if w.name not in self._models:
+            self._models[w.name] = gc.build(self.torch, w, self.tmp)
+        return self._models[w.name]
+
+    def label(self, w: gc.Workload, **extra: Any) -> dict[str, Any]:
+        out = {"workload": w.name, "model": w.label, "batch": w.batch, "seq_len": w.seq_len,
+               **extra}
+        if self.args.quick:
+            out["quick"] = True  # a smoke run: never read as the workload's figures
+        return out
+
+    def math(self, requested: str) -> str:
+        """The row label, with torch's TF32 flags set to agree with it."""
+        mode = gc.math_mode(requested)
+        allow = mode == "tf32"
+        self.torch.backends.cudnn.allow_tf32 = allow
+        self.torch.backends.cuda.matmul.allow_tf32 = allow
+        return mode
+
+    def profiler(self) -> Any:
+        return gpu_torch.profiler(self.torch) if self.cuda else None
 
 
-def environment(torch: Any) -> dict[str, Any]:
-    """Device, driver, CUDA and package versions, as the record of what gave the numbers."""
+def environment(ctx: Context) -> dict[str, Any]:
+    """Device, driver, versions and TF32 settings: the record of what gave the numbers."""
     from rnnedge.runtime.backends.ortdist import diagnose
+    from rnnedge.runtime.backends.trt_plan import module_present
 
-    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                           "numpy": np.__version__, "torch": torch.__version__,
-                           "torch_cuda": torch.version.cuda,
-                           "cudnn": torch.backends.cudnn.version(),
-                           "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE")}
+    torch = ctx.torch
+    env: dict[str, Any] = {
+        "kind": "environment", "python": platform.python_version(),
+        "platform": platform.platform(), "cpu_cores": os.cpu_count(), "numpy": np.__version__,
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if ctx.cuda else None,
+        "NVIDIA_TF32_OVERRIDE": os.environ.get(gc.TF32_ENV),
+        "onnxruntime": diagnose().describe(), "tensorrt_module": module_present("tensorrt")}
     try:
         query = "name,driver_version,memory.total,compute_cap"
         line = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
@@ -94,252 +100,163 @@ def environment(torch: Any) -> dict[str, Any]:
         env.update(zip(["gpu", "driver", "gpu_memory", "compute_capability"],
                        [v.strip() for v in line.split(",")], strict=False))
     except (OSError, IndexError, subprocess.TimeoutExpired) as exc:
-        env["nvidia_smi"] = _err(exc)
-    if torch.cuda.is_available():
+        env["nvidia_smi"] = gc.error(exc)
+    if ctx.cuda:
         env.setdefault("gpu", torch.cuda.get_device_name(0))
-    try:
-        import onnx
-
-        env["onnx"] = onnx.__version__
-    except ImportError as exc:
-        env["onnx"] = _err(exc)
-    dist = diagnose()
-    env["onnxruntime"] = dist.module_version
-    env["onnxruntime_install"] = dist.describe()
     return env
 
 
-def build_model(torch: Any, tmp: Path) -> tuple[Any, Path, Any]:
-    from rnnedge.exporters.onnx import example_for, export
-    from rnnedge.modeling.models import ModelConfig, SequenceModel
-
-    torch.manual_seed(0)
-    model = SequenceModel(ModelConfig(cell="lstm", input_size=FEATURES, hidden_size=HIDDEN,
-                                      num_layers=LAYERS)).eval()
-    result = export(model, example_for(True, FEATURES), tmp / "lstm.onnx")
-    return model, result.path, result.spec
+def w5_check(ctx: Context, batch: int = 1, steps: int = 16
+             ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Stepwise inputs, the CPU fp32 reference over them, and the input of a timed step."""
+    model, _, _ = ctx.model(ctx.w5)
+    x = gc.inputs(ctx.w5, batch, steps)
+    ref = gpu_torch.reference_steps(ctx.torch, model, x)
+    return [x[:, t:t + 1] for t in range(steps)], ref, x[:, :1].copy()
 
 
-# -- step cases: each returns a fresh stepper (x[1, 1, F] -> y) ---------------------------
-def torch_stepper(torch: Any, model: Any, device: str) -> Fn:
-    m = _copy_to(model, device)
-    h = torch.zeros(LAYERS, 1, HIDDEN, device=device)
-    state = [(h, h.clone())]
-
-    def step(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            y, st = m(torch.from_numpy(x).to(device), state[0])
-        state[0] = st
-        return y.cpu().numpy()
-
-    return step
+def w6_check(ctx: Context) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    model, _, _ = ctx.model(ctx.w6)
+    x = gc.inputs(ctx.w6)
+    return [x], gpu_torch.reference_steps(ctx.torch, model, x), x
 
 
-def ort_run_stepper(session: Any, spec: Any) -> Fn:
-    """Plain `session.run` with the state carried through host numpy arrays."""
-    from rnnedge.runtime.inputs import zero_state
-
-    state = zero_state(spec, 1)
-    outs = [spec.data_output, *(p.output for p in spec.state_pairs)]
-
-    def step(x: np.ndarray) -> np.ndarray:
-        values = session.run(outs, {spec.data_input: x, **state})
-        for pair, v in zip(spec.state_pairs, values[1:], strict=True):
-            state[pair.input] = v
-        return values[0]
-
-    return step
-
-
-def step_cases(torch: Any, model: Any, path: Path, spec: Any, runners: dict[str, Any]
-               ) -> dict[str, Callable[[], Fn]]:
-    from rnnedge.runtime.backends.ort import open_session
-    from rnnedge.runtime.backends.ort_cuda import CudaStepSession
-
-    cpu_session = open_session(path, settings=CPU_STEP_SETTINGS)
-    cases: dict[str, Callable[[], Fn]] = {}
-    if "graph" in runners:
-        cases["ort-cuda, CUDA graph, state on GPU"] = lambda: runners["graph"].step_session(
-            spec).step
-    if "plain" in runners:
-        cases["ort-cuda, state on GPU"] = lambda: runners["plain"].step_session(spec).step
-        cases["ort-cuda, session.run, state on host"] = lambda: ort_run_stepper(
-            runners["plain"].session, spec)
-    cases["ort-cpu, bound state"] = lambda: CudaStepSession(cpu_session, spec,
-                                                            device=("cpu", 0)).step
-    cases["ort-cpu, session.run"] = lambda: ort_run_stepper(cpu_session, spec)
-    if torch.cuda.is_available():
-        cases["torch eager CUDA"] = lambda: torch_stepper(torch, model, "cuda")
-    cases["torch eager CPU"] = lambda: torch_stepper(torch, model, "cpu")
-    return cases
+def phase_torch(ctx: Context) -> None:
+    ctx.rows.add(environment(ctx))
+    if not ctx.cuda:
+        ctx.rows.add({"kind": "skipped", "error": "torch sees no CUDA device"})
+        return
+    math = ctx.math("fp32")
+    model, _, _ = ctx.model(ctx.w5)
+    check, ref, timed = w5_check(ctx)
+    gc.run_group(ctx.label(ctx.w5), gpu_torch.step_cases(ctx.torch, model, 1, 1, math),
+                 check, ref, timed, ctx.args.seconds, ctx.rows, ctx.profiler())
+    model6, _, _ = ctx.model(ctx.w6)
+    check, ref, timed = w6_check(ctx)
+    for requested in ("fp32", "fp16"):
+        gc.run_group(ctx.label(ctx.w6), gpu_torch.sequence_cases(
+            ctx.torch, model6, ctx.math(requested)), check, ref, timed, ctx.args.seconds,
+            ctx.rows, ctx.profiler())
 
 
-def run_steps(torch: Any, model: Any, path: Path, spec: Any, runners: dict[str, Any],
-              seconds: float) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(0)
-    seq = rng.standard_normal((1, STEP_CHECK_LEN, FEATURES)).astype(np.float32)
-    with torch.inference_mode():
-        ref = model(torch.from_numpy(seq))[0].numpy()
-    rows: dict[str, dict[str, Any]] = {}
-    timed: dict[str, tuple[Fn, np.ndarray]] = {}
-    for name, make in step_cases(torch, model, path, spec, runners).items():
-        try:
-            check = make()
-            ys = np.concatenate([check(seq[:, t:t + 1]) for t in range(STEP_CHECK_LEN)], axis=1)
-            rows[name] = {"case": name, "max_abs_diff": float(np.abs(ys - ref).max())}
-            timed[name] = (make(), seq[:, :1].copy())
-        except Exception as exc:  # recorded, not hidden: the row says what failed
-            rows[name] = {"case": name, "error": _err(exc)}
-    for name, stats in measure(timed, seconds).items():
-        rows[name].update(stats)
-    return list(rows.values())
+def streams_group(ctx: Context, n: int, cases: list[gc.Case]) -> None:
+    check, ref, timed = w5_check(ctx, batch=n, steps=4)
+    gc.run_group(ctx.label(ctx.w5, batch=n, streams=n), cases, check, ref, timed,
+                 ctx.args.seconds, ctx.rows, ctx.profiler())
 
 
-def ort_caller(runner: Any, spec: Any, state: dict[str, np.ndarray]) -> Fn:
-    def call(x: np.ndarray) -> np.ndarray:
-        return runner.infer({spec.data_input: x, **state})[spec.data_output]
-
-    return call
-
-
-def eager_caller(torch: Any, model: Any, device: str) -> Fn:
-    m = _copy_to(model, device)
-
-    def call(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return m(torch.from_numpy(x).to(device))[0].cpu().numpy()
-
-    return call
-
-
-def run_sequences(torch: Any, model: Any, path: Path, spec: Any, runners: dict[str, Any],
-                  seconds: float) -> list[dict[str, Any]]:
-    from rnnedge.runtime.backends.ort import OrtCpuRunner
-    from rnnedge.runtime.inputs import zero_state
-
-    out: list[dict[str, Any]] = []
-    cpu = OrtCpuRunner(path).activate()
-    for batch, seq_len in SEQUENCES:
-        x = np.random.default_rng(1).standard_normal((batch, seq_len, FEATURES)).astype(
-            np.float32)
-        state = zero_state(spec, batch)
-        with torch.inference_mode():
-            ref = model(torch.from_numpy(x))[0].numpy()
-        makers: dict[str, Callable[[], Fn]] = {}
-        if "plain" in runners:
-            makers["ort-cuda, IO binding"] = partial(ort_caller, runners["plain"], spec, state)
-            makers["ort-cuda, session.run"] = partial(ort_caller, runners["run"], spec, state)
-        makers["ort-cpu"] = partial(ort_caller, cpu, spec, state)
-        if torch.cuda.is_available():
-            makers["torch eager CUDA"] = partial(eager_caller, torch, model, "cuda")
-        makers["torch eager CPU"] = partial(eager_caller, torch, model, "cpu")
-        rows: dict[str, dict[str, Any]] = {}
-        timed: dict[str, tuple[Fn, np.ndarray]] = {}
-        for name, make in makers.items():
-            label = {"case": name, "batch": batch, "seq_len": seq_len}
-            try:
-                fn = make()
-                rows[name] = {**label, "max_abs_diff": float(np.abs(fn(x) - ref).max())}
-                timed[name] = (fn, x)
-            except Exception as exc:  # recorded, not hidden: the row says what failed
-                rows[name] = {**label, "error": _err(exc)}
-        for name, stats in measure(timed, seconds, rounds=4, warmup=3).items():
-            rows[name].update(stats)
-        out += rows.values()
-    return out
+def phase_cpu(ctx: Context) -> None:
+    ctx.rows.add(environment(ctx))
+    model, path, _ = ctx.model(ctx.w5)
+    for n in ctx.args.streams:
+        cases = [gpu_ort.cpu_case(path, n)]
+        if ctx.cuda:
+            ctx.math("fp32")
+            cases += [c for c in gpu_torch.step_cases(ctx.torch, model, n, 1, "fp32")
+                      if "graph" in c.name]
+        streams_group(ctx, n, cases)
+    model6, path6, spec6 = ctx.model(ctx.w6)
+    check, ref, timed = w6_check(ctx)
+    cases = [gpu_ort.cpu_sequence_case(path6, spec6),
+             gpu_torch.sequence_cases(ctx.torch, model6, "fp32", gpu_ort.CPU_CORES)[1]]
+    gc.run_group(ctx.label(ctx.w6), cases, check, ref, timed, ctx.args.seconds, ctx.rows)
 
 
-def _copy_to(model: Any, device: str) -> Any:
-    """Each eager case gets its own copy: moving the shared module would move it for all."""
-    return copy.deepcopy(model).to(device)
+def phase_tf32(ctx: Context) -> None:
+    ctx.rows.add(environment(ctx))
+    if not ctx.cuda:
+        ctx.rows.add({"kind": "skipped", "error": "torch sees no CUDA device"})
+        return
+    math = ctx.math("tf32")
+    model, _, _ = ctx.model(ctx.w5)
+    check, ref, timed = w5_check(ctx)
+    gc.run_group(ctx.label(ctx.w5), [c for c in gpu_torch.step_cases(
+        ctx.torch, model, 1, 1, math) if c.meta["device"] == "cuda"], check, ref, timed,
+        ctx.args.seconds, ctx.rows, ctx.profiler())
+    model6, _, _ = ctx.model(ctx.w6)
+    check, ref, timed = w6_check(ctx)
+    gc.run_group(ctx.label(ctx.w6), gpu_torch.sequence_cases(ctx.torch, model6, math),
+                 check, ref, timed, ctx.args.seconds, ctx.rows, ctx.profiler())
 
 
-def add_ratios(rows: list[dict[str, Any]], baselines: tuple[str, ...], group: tuple[str, ...]
-               ) -> None:
-    """`speedup vs X`: X's p50 over the case's p50, within rows sharing the `group` keys."""
-    for row in rows:
-        for base in baselines:
-            ref = next((r for r in rows if r["case"] == base and "p50_us" in r
-                        and all(r.get(k) == row.get(k) for k in group)), None)
-            if ref is not None and "p50_us" in row:
-                row[f"speedup vs {base}"] = ref["p50_us"] / row["p50_us"]
+def _runners(ctx: Context, path: Path, rows_case: str, workload: str, **kwargs: Any
+             ) -> Any | None:
+    try:
+        runner = gpu_ort.cuda_runner(path, **kwargs)
+    except Exception as exc:
+        ctx.rows.add({"kind": "placement", "workload": workload, "case": rows_case,
+                      "error": gc.error(exc)})
+        return None
+    gpu_ort.placement_row(ctx.rows, workload, rows_case, runner)
+    return runner
 
 
-def render(result: dict[str, Any]) -> str:
-    env = result["environment"]
-    lines = [f"# rnnedge GPU benchmark — {env.get('gpu', 'unknown GPU')}", "",
-             f"{result['date']}; driver {env.get('driver')}, torch {env['torch']} (CUDA "
-             f"{env['torch_cuda']}, cuDNN {env['cudnn']}), onnxruntime {env['onnxruntime']}, "
-             f"onnx {env['onnx']}, numpy {env['numpy']}, Python {env['python']}.", "",
-             f"ONNX Runtime install: {env['onnxruntime_install']}", "",
-             f"Model: LSTM {LAYERS}×{HIDDEN}, {FEATURES} input feature. GPU tests (`pytest -m "
-             f"gpu`): {result.get('pytest', 'not run')}.", ""]
-    if result.get("ort_cuda_error"):
-        lines += [f"ORT CUDA was not measured: {result['ort_cuda_error']}", ""]
-    if result.get("ort_cuda_graph_error"):
-        lines += [f"ORT CUDA graphs were not measured: {result['ort_cuda_graph_error']}", ""]
-    step_base = ("ort-cpu, session.run", "torch eager CUDA")
-    lines += ["## One step (batch 1, seq_len 1), µs per call", "", markdown_table(
-        ["case", "p50", "p90", "p99", "steps/s", *(f"× vs {b}" for b in step_base),
-         "max abs diff", "error"],
-        [[r["case"], r.get("p50_us"), r.get("p90_us"), r.get("p99_us"),
-          1e6 / r["p50_us"] if r.get("p50_us") else None,
-          *(r.get(f"speedup vs {b}") for b in step_base), r.get("max_abs_diff"),
-          r.get("error", "")] for r in result["step"]]), ""]
-    seq_base = ("ort-cpu", "torch eager CUDA")
-    lines += ["## Full sequences, ms per call", "", markdown_table(
-        ["case", "batch", "seq_len", "p50", "p90", *(f"× vs {b}" for b in seq_base),
-         "max abs diff", "error"],
-        [[r["case"], r["batch"], r["seq_len"],
-          r["p50_us"] / 1e3 if "p50_us" in r else None,
-          r["p90_us"] / 1e3 if "p90_us" in r else None,
-          *(r.get(f"speedup vs {b}") for b in seq_base), r.get("max_abs_diff"),
-          r.get("error", "")] for r in result["sequence"]]), ""]
-    return "\n".join(lines) + "\n"
+def phase_ort(ctx: Context, requested: str = "fp32") -> None:
+    from rnnedge.runtime.backends.ort_cuda import convert_fp16
+
+    ctx.rows.add(environment(ctx))
+    math = ctx.math(requested)
+    tf32 = math == "tf32"
+    model, path, spec = ctx.model(ctx.w5)
+    model6, path6, spec6 = ctx.model(ctx.w6)
+    check6, ref6, timed6 = w6_check(ctx)
+    seq6 = _runners(ctx, path6, "ort-cuda fp32", ctx.w6.name, use_tf32=tf32)
+    if tf32:
+        cases = gpu_torch.sequence_cases(ctx.torch, model6, math)
+        cases += gpu_ort.sequence_cases(seq6, spec6, math) if seq6 else []
+        gc.run_group(ctx.label(ctx.w6), cases, check6, ref6, timed6, ctx.args.seconds,
+                     ctx.rows, ctx.profiler())
+        return
+    runners = {k: r for k, r in (
+        ("plain", _runners(ctx, path, "ort-cuda", ctx.w5.name)),
+        ("graph", _runners(ctx, path, "ort-cuda, CUDA graph", ctx.w5.name, cuda_graph=True)),
+    ) if r is not None}
+    check, ref, timed = w5_check(ctx)
+    cases = gpu_ort.step_cases(runners, path, spec, 1, math)
+    cases += gpu_torch.step_cases(ctx.torch, model, 1, 1, math)
+    gc.run_group(ctx.label(ctx.w5), cases, check, ref, timed, ctx.args.seconds, ctx.rows,
+                 ctx.profiler())
+    cases = gpu_torch.sequence_cases(ctx.torch, model6, math)
+    cases += gpu_ort.sequence_cases(seq6, spec6, math) if seq6 else []
+    gc.run_group(ctx.label(ctx.w6), cases, check6, ref6, timed6, ctx.args.seconds, ctx.rows,
+                 ctx.profiler())
+    # CPU nodes allowed (the probe and `extended` keep fp16 safe): the placement row says
+    # whether any were needed, instead of the row being lost to a refusal
+    fp16 = _runners(ctx, convert_fp16(path6, ctx.tmp / "w6.fp16.onnx"), "ort-cuda fp16",
+                    ctx.w6.name)
+    cases = gpu_torch.sequence_cases(ctx.torch, model6, "fp16")
+    cases += gpu_ort.sequence_cases(fp16, spec6, "fp16") if fp16 else []
+    gc.run_group(ctx.label(ctx.w6), cases, check6, ref6, timed6, ctx.args.seconds, ctx.rows,
+                 ctx.profiler())
+    for n in ctx.args.streams:
+        cases = gpu_ort.step_cases({k: v for k, v in runners.items() if k == "graph"}, path,
+                                     spec, n, math)
+        cases += [c for c in gpu_torch.step_cases(ctx.torch, model, n, 1, math)
+                  if "graph" in c.name]
+        streams_group(ctx, n, cases)
+    gpu_ort.tensorrt_row(ctx.rows, path, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--seconds", type=float, default=2.5, help="timed seconds per case")
-    ap.add_argument("--pytest", default=None, help="summary line of the GPU test run")
+    ap.add_argument("--phase", choices=PHASES, required=True)
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "bench-out"))
+    ap.add_argument("--state", type=Path, default=Path("/tmp/rnnedge-bench"),
+                    help="rows of every phase on this machine, for the report")
+    ap.add_argument("--seconds", type=float, default=0.5, help="timed seconds per case")
+    ap.add_argument("--streams", type=lambda s: [int(v) for v in s.split(",")],
+                    default=list(gc.STREAMS))
+    ap.add_argument("--pytest", default=None, help="the GPU test run's summary line")
+    ap.add_argument("--quick", action="store_true", help="tiny W6, for a smoke test")
     args = ap.parse_args(argv)
-    import torch
-
-    from rnnedge.runtime.backends.ort_cuda import OrtCudaRunner
-
-    result: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(
-        timespec="seconds"), "environment": environment(torch), "pytest": args.pytest}
-    with tempfile.TemporaryDirectory() as tmp:
-        model, path, spec = build_model(torch, Path(tmp))
-        runners: dict[str, Any] = {}
-        why = OrtCudaRunner.unavailable_reason()
-        try:
-            if why:
-                raise RuntimeError(why)
-            runners["plain"] = OrtCudaRunner(path).activate()
-            runners["run"] = OrtCudaRunner(path, io_binding=False).activate()
-            result["ort_cuda_options"] = runners["plain"].cuda_options()
-        except Exception as exc:
-            result["ort_cuda_error"] = _err(exc)
-        if "plain" in runners:
-            try:
-                runners["graph"] = OrtCudaRunner(path, cuda_graph=True).activate()
-            except Exception as exc:
-                result["ort_cuda_graph_error"] = _err(exc)
-        print("timing one-step cases ...", flush=True)
-        result["step"] = run_steps(torch, model, path, spec, runners, args.seconds)
-        add_ratios(result["step"], ("ort-cpu, session.run", "torch eager CUDA"), ())
-        print("timing full sequences ...", flush=True)
-        result["sequence"] = run_sequences(torch, model, path, spec, runners, args.seconds)
-        add_ratios(result["sequence"], ("ort-cpu", "torch eager CUDA"), ("batch", "seq_len"))
-    gpu = re.sub(r"[^a-z0-9]+", "-", str(result["environment"].get("gpu", "gpu")).lower())
-    stem = f"{result['date'][:10]}-{gpu.strip('-')}-gpu"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(to_json(result) + "\n", encoding="utf-8")
-    (args.out / f"{stem}.md").write_text(render(result), encoding="utf-8")
-    print(render(result))
-    print(f"wrote {args.out / stem}.json and .md")
+    if args.phase == "report":
+        report.write(args.out, gc.read_rows(args.state / "rows.jsonl"), args.pytest)
+        return 0
+    ctx = Context(args)
+    run = {"torch": phase_torch, "cpu": phase_cpu, "tf32": phase_tf32, "ort": phase_ort,
+           "ort-tf32": lambda c: phase_ort(c, "tf32")}[args.phase]
+    run(ctx)
     return 0
 
 

@@ -1,84 +1,131 @@
 #!/usr/bin/env bash
-# GPU check and benchmark for rnnedge, about 8 minutes on one NVIDIA GPU, offline.
+# The GPU check and benchmark in four device calls issued back to back: one call carries at
+# most 64 MiB (the onnxruntime-gpu package travels as 4 parts of 49 MiB) and the machine is
+# given back 30 s after a call ends. docs/gpu.md has the exact calls. Once, here, before them:
 #
-# Expects: Python 3.12 with torch (CUDA build), onnx, numpy and the CPU onnxruntime; the
-# onnxruntime-gpu wheel as parts in /tmp/parts (made by shared/tools/device-wheels; set
-# PARTS_SHA256 to the sum it printed to have the parts checked). It
-#   1. joins the parts and installs onnxruntime-gpu into /tmp/site (--target, no deps), which
-#      goes first on PYTHONPATH, so it shadows the CPU wheel without touching it;
-#   2. puts the nvidia-* wheels' lib folders on LD_LIBRARY_PATH for ONNX Runtime's CUDA
-#      provider (they come with the CUDA build of torch);
-#   3. runs the GPU tests, `pytest -m gpu`, with TF32 off so fp32 parity means fp32;
-#   4. runs benchmarks/gpu/bench_gpu.py, which writes
-#      benchmarks/results/<date>-<gpu>-gpu.{json,md}.
-# Results and logs are also copied to $OUT when it is set.
+#     bash benchmarks/gpu/run.sh prepare      # parts in .devwheels/p0..p3, their sum in p3
 #
-#     bash benchmarks/gpu/run.sh
+# then on the device, call k = 1..4 carrying .devwheels/p(k-1):
+#
+#     bash benchmarks/gpu/run.sh k
+#
+#   1  environment, torch-only baselines: W5 eager and the CUDA-graph floor, W6 eager cuDNN
+#   2  N = 1/64/1024 streams on rnnedge's CPU runtime and as one torch CUDA graph; W6 on CPU
+#   3  torch rows with TF32 allowed (labelled tf32)
+#   4  check the parts' sum, unpack into /tmp/site, prove the CUDA provider loads without
+#      LD_LIBRARY_PATH or torch, GPU tests with RNNEDGE_REQUIRE_GPU=1, ORT rows (placement, W5,
+#      W6 fp32/fp16, streams, TensorRT as found), ORT TF32 rows, the report
+#
+# Every log line and every measured row lands in $OUT as it is written (a call stopped at its
+# limit returns what it had); /tmp/rnnedge-bench keeps all calls' rows for the report.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+step=${1:?usage: run.sh prepare|1|2|3|4}
+
+if [ "$step" = prepare ]; then
+  ../shared/tools/device-wheels "${PKG:-onnxruntime-gpu==1.31.1}" || exit 3
+  parts=$(ls .devwheels/p*/part.* | sort -t. -k3 -n)
+  last=$(dirname "$(echo "$parts" | tail -n 1)")
+  # shellcheck disable=SC2086  # the part paths hold no spaces
+  cat $parts | sha256sum | cut -c1-64 > "$last/SHA256"
+  tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -n 1 | cut -f1)
+  big=$(du -b .devwheels/p*/part.* | sort -n | tail -n 1 | cut -f1)
+  echo "parts: $(echo "$parts" | tr '\n' ' '); sha256 $(cat "$last/SHA256") in $last/SHA256"
+  echo "tree $((tree >> 20)) MiB + largest part $((big >> 20)) MiB of the 64 MiB a call carries"
+  [ $((tree + big)) -lt $((64 << 20)) ] || { echo "too large to carry: trim the tree"; exit 3; }
+  exit 0
+fi
+
+OUT=${OUT:-$PWD/bench-out}
+STATE=/tmp/rnnedge-bench
+mkdir -p "$OUT" "$STATE"
+exec > >(tee -a "$OUT/run-$step.log") 2>&1
+tee_pid=$!
+trap 'exec >&- 2>&-; wait "$tee_pid"' EXIT  # the log's last lines reach $OUT before we end
 PY=${PYTHON:-python3}
-RESULTS=benchmarks/results
-LOGS=$(mktemp -d)
-mkdir -p "$RESULTS"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PWD" NVIDIA_TF32_OVERRIDE=0
 started=$(date +%s)
-say() { echo "[$(( $(date +%s) - started ))s] $*"; }
+say() { echo "[call $step, $(( $(date +%s) - started ))s] $*"; }
 
-# 1. onnxruntime-gpu from the carried wheel parts
-if compgen -G "/tmp/parts/part.*" > /dev/null; then
-  if [ -n "${PARTS_SHA256:-}" ]; then
-    sum=$(cat /tmp/parts/part.* | sha256sum | cut -d' ' -f1)
-    [ "$sum" = "$PARTS_SHA256" ] || { say "wheel parts missing or stale (sha256 $sum)"; exit 3; }
-  fi
-  if ! compgen -G "/tmp/site/onnxruntime_gpu-*.dist-info" > /dev/null; then
-    say "installing onnxruntime-gpu into /tmp/site"
-    mkdir -p /tmp/whl /tmp/site
-    cat /tmp/parts/part.* | tar -xf - -C /tmp/whl || { say "could not unpack /tmp/parts"; exit 3; }
-    "$PY" -m pip install -q --no-index --no-deps --target /tmp/site /tmp/whl/*.whl \
-      || { say "pip could not install the onnxruntime-gpu wheel"; exit 3; }
-  fi
-else
-  say "no /tmp/parts/part.*: ORT CUDA will be reported unavailable, the rest still runs"
-fi
-export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+carry() {  # whatever part this call brought (and any left from earlier calls) into /tmp/parts
+  mkdir -p /tmp/parts
+  for f in .devwheels/p*/part.* .devwheels/p*/SHA256; do [ -f "$f" ] && cp "$f" /tmp/parts/; done
+  say "parts on this machine: $(cd /tmp/parts && ls | tr '\n' ' ')"
+}
 
-# 2. CUDA/cuDNN libraries from the nvidia-* wheels
-NV_LIBS=$("$PY" - <<'EOF'
-import glob, os, site
-dirs = []
-for sp in site.getsitepackages() + [site.getusersitepackages()]:
-    dirs += sorted(d for d in glob.glob(os.path.join(sp, "nvidia", "*", "lib")) if os.path.isdir(d))
-print(":".join(dirs))
-EOF
-)
-export LD_LIBRARY_PATH="${NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-"$PY" - <<'EOF'
-import torch
-from rnnedge.runtime.backends.ortdist import diagnose
-print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu:", torch.cuda.is_available())
+bench() {  # bench LIMIT_S [env ...] -- ARGS: one phase, killed at its limit
+  local limit=$1; shift
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  timeout "$limit" env "${envs[@]}" "$PY" benchmarks/gpu/bench_gpu.py --out "$OUT" \
+    --state "$STATE" "$@"
+  local rc=$?
+  say "bench $*: exit $rc"
+  return $rc
+}
+
+unpack() {
+  local want have
+  want=$(cat /tmp/parts/SHA256 2>/dev/null) || { say "no SHA256 among the parts"; return 3; }
+  have=$(cat /tmp/parts/part.? | sha256sum | cut -c1-64)
+  [ "$have" = "$want" ] || { say "parts missing or stale"; ls -l /tmp/parts; return 3; }
+  mkdir -p /tmp/site
+  timeout 90 sh -c 'cat /tmp/parts/part.? | xz -dc -T0 | tar -xf - -C /tmp/site' || return 3
+  say "onnxruntime-gpu unpacked into /tmp/site"
+}
+
+case $step in
+  1)
+    carry
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv || true
+    bench 120 -- --phase torch
+    ;;
+  2)
+    carry
+    bench 75 -- --phase cpu
+    ;;
+  3)
+    carry
+    bench 60 -u NVIDIA_TF32_OVERRIDE -- --phase tf32
+    ;;
+  4)
+    carry
+    unpack || exit 3
+    export PYTHONPATH="/tmp/site:$PWD"
+    # the CUDA provider must load from preload_dlls() and the nvidia namespace alone
+    timeout 60 "$PY" - <<'EOF' 2>&1 | tee "$OUT/ort-check.log"
+import onnxruntime as ort
+from rnnedge.runtime.backends.ort_cuda import OrtCudaRunner
+from rnnedge.runtime.backends.ortdist import diagnose, nvidia_lib_dirs
+print("onnxruntime", ort.__version__, ort.get_available_providers())
 print(diagnose().describe())
+print("nvidia lib folders:", nvidia_lib_dirs())
+runner = OrtCudaRunner("tests/fixtures/foreign_lstm.onnx")
+try:
+    runner.activate()
+    print("CUDA provider live without LD_LIBRARY_PATH or torch:", runner.session.get_providers(),
+          "placement:", runner.placement)
+except Exception as exc:
+    print("CUDA provider NOT live from preload alone:", type(exc).__name__, exc)
+print("preload_dlls said:", runner.preload_log[:600] or "nothing")
 EOF
-
-# 3. GPU tests
-say "pytest -m gpu"
-NVIDIA_TF32_OVERRIDE=0 timeout 240 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests \
-  > "$LOGS/pytest-gpu.log" 2>&1
-test_rc=$?
-tail -n 30 "$LOGS/pytest-gpu.log"
-summary=$(grep -E "passed|failed|error|skipped|no tests ran" "$LOGS/pytest-gpu.log" | tail -n 1)
-say "pytest exit $test_rc: $summary"
-
-# 4. benchmark
-say "benchmark"
-# shellcheck disable=SC2086  # BENCH_ARGS is a list of extra arguments, e.g. "--seconds 1"
-timeout 240 "$PY" benchmarks/gpu/bench_gpu.py --out "$RESULTS" --pytest "exit $test_rc: $summary" \
-  ${BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
-bench_rc=${PIPESTATUS[0]}
-say "benchmark exit $bench_rc"
-
-if [ -n "${OUT:-}" ]; then
-  mkdir -p "$OUT"
-  cp "$LOGS"/*.log "$OUT"/ 2>/dev/null || true
-  cp "$RESULTS"/*-gpu.json "$RESULTS"/*-gpu.md "$OUT"/ 2>/dev/null || true
-fi
-[ "$test_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+    nv=$("$PY" -c 'from rnnedge.runtime.backends.ortdist import nvidia_lib_dirs as d; print(":".join(d()))')
+    export LD_LIBRARY_PATH="$nv${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "GPU tests, a skip is a failure (TensorRT is not installed here: its tests are not selected)"
+    RNNEDGE_REQUIRE_GPU=1 timeout 150 "$PY" -m pytest -q -p no:cacheprovider -rfEs \
+      -m "gpu and not tensorrt" --continue-on-collection-errors \
+      --junitxml="$OUT/pytest.xml" tests 2>&1 | tee "$OUT/pytest.log"
+    test_rc=${PIPESTATUS[0]}
+    summary="exit $test_rc: $(grep -E "passed|failed|error|skipped|no tests ran" "$OUT/pytest.log" | tail -n 1)"
+    say "pytest $summary"
+    bench 150 -- --phase ort
+    bench 60 -u NVIDIA_TF32_OVERRIDE -- --phase ort-tf32
+    bench 30 -- --phase report --pytest "$summary"
+    [ "$test_rc" -eq 0 ]
+    ;;
+  *)
+    echo "usage: run.sh prepare|1|2|3|4" >&2
+    exit 2
+    ;;
+esac

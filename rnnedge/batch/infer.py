@@ -13,13 +13,16 @@ Why it is shaped this way:
 * Dead actors are restarted and their batches retried. The driver keys every result by
   (file, sequence index), so a retry can neither lose nor duplicate rows, and writes a file
   (temporary file + rename) only once all of its sequences are back.
+* rnnedge errors cross the Ray boundary as data, never as exceptions: a row carries the
+  error's class name and message (`error_kind`, `error`), and an actor whose model failed to
+  load answers every batch with rows that say so (`fatal`). The driver rebuilds the typed
+  error from those two fields, whatever Ray does to exceptions and their text on the way.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-import re
 import tempfile
 import time
 import warnings
@@ -57,6 +60,7 @@ _FIELDS = (
     "data",
     "error",
     "error_kind",
+    "fatal",
 )
 
 
@@ -115,7 +119,7 @@ def _table(rows: dict[str, list[Any]]) -> Any:
     """Rows as an Arrow table with a fixed schema, so blocks from any file concatenate."""
     pa, _, _ = arrow_modules()
     s, i, b = pa.string(), pa.int64(), pa.binary()
-    types = (s, i, s, pa.bool_(), i, b, b, s, s)
+    types = (s, i, s, pa.bool_(), i, b, b, s, s, pa.bool_())
     schema = pa.schema(list(zip(_FIELDS, types, strict=True)))
     return pa.table({k: rows[k] for k in _FIELDS}, schema=schema)
 
@@ -132,20 +136,34 @@ def read_files(batch: dict[str, np.ndarray], n_features: int, dtype: str) -> Any
         try:
             f = read_long_file(str(path), n_features, dtype)
         except RnnEdgeError as exc:
-            out.append((name, -1, "", False, 0, b"", b"", str(exc), type(exc).__name__))
+            out.append((name, -1, "", False, 0, b"", b"", str(exc), type(exc).__name__, False))
             continue
         n = len(f.ids)
         for k in sorted(range(n), key=lambda k: len(f.steps[k])):
             steps, values = f.steps[k].tobytes(), f.values[k].tobytes()
-            out.append((name, k, str(f.ids[k]), f.ids_are_int, n, steps, values, "", ""))
+            out.append((name, k, str(f.ids[k]), f.ids_are_int, n, steps, values, "", "", False))
     columns = list(zip(*out, strict=True)) or [()] * len(_FIELDS)
     return _table({k: list(col) for k, col in zip(_FIELDS, columns, strict=True)})
+
+
+def error_from_data(kind: str, message: str) -> RnnEdgeError:
+    """The rnnedge error named `kind` (a class in `rnnedge.errors`) with `message`.
+
+    How an error that crossed the Ray boundary as data becomes typed again; an unknown name
+    gives the base class, so nothing a worker sends can pick an arbitrary class.
+    """
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, RnnEdgeError)):
+        cls = RnnEdgeError
+    return cls(message)
 
 
 class Predictor:
     """Ray Data actor: loads the model once, then forecasts batches of sequence rows.
 
     The model arrives as bytes from the driver, so no node needs its own copy of the file.
+    A model that fails to load does not kill the actor (Ray would restart it, and pass on
+    only text): every batch it gets comes back as rows carrying the error, marked fatal.
     """
 
     def __init__(
@@ -160,11 +178,16 @@ class Predictor:
     ) -> None:
         from rnnedge.runtime.model import load
 
+        self.model: Any = None
+        self.startup_error: tuple[str, str] | None = None  # (class name, message)
         with tempfile.TemporaryDirectory(prefix="rnnedge-") as tmp:
             path = Path(tmp) / "model.onnx"
             path.write_bytes(model_bytes)
             settings = {"intra_op_num_threads": threads} if runtime == "ort-cpu" else None
-            self.model = load(path, runtime, settings=settings)
+            try:
+                self.model = load(path, runtime, settings=settings)
+            except RnnEdgeError as exc:
+                self.startup_error = (type(exc).__name__, str(exc))
         self.n_features, self.dtype, self.out_dtype = n_features, dtype, out_dtype
         self.fault_marker = fault_marker
 
@@ -178,6 +201,11 @@ class Predictor:
                 os._exit(1)
         rows = {k: batch[k].to_pylist() for k in _FIELDS}
         ok = [i for i, e in enumerate(rows["error"]) if not e]
+        if self.startup_error is not None:
+            kind, message = self.startup_error
+            for i in ok:
+                rows["error"][i], rows["error_kind"][i], rows["fatal"][i] = message, kind, True
+            return _table(rows)
         xs = [np.frombuffer(rows["data"][i], self.dtype).reshape(-1, self.n_features) for i in ok]
         try:
             ys = predict_buckets(self.model, xs)
@@ -200,6 +228,8 @@ class _Collector:
 
     def add(self, table: Any) -> None:
         for r in table.to_pylist():
+            if r["fatal"]:  # the actors could not load the model: no file can succeed
+                raise error_from_data(r["error_kind"], r["error"])
             name = r["file"]
             if name in self.res.failed:
                 continue
@@ -243,7 +273,8 @@ class _Collector:
 
 
 def _as_rnnedge_error(exc: BaseException, res: BatchResult, n_files: int) -> RnnEdgeError:
-    """The rnnedge error a worker raised (Ray wraps it, often only as text), else a summary."""
+    """What to raise when Ray itself gave up: the rnnedge error it carries as its cause (an
+    object Ray unpickled, never parsed from text), else a summary of what was written."""
     seen: BaseException | None = exc
     for _ in range(10):
         if seen is None:
@@ -251,11 +282,6 @@ def _as_rnnedge_error(exc: BaseException, res: BatchResult, n_files: int) -> Rnn
         if isinstance(seen, RnnEdgeError):
             return seen
         seen = getattr(seen, "cause", None) or seen.__cause__
-    found = re.findall(r"rnnedge\.errors\.(\w+): (.+)", str(exc))
-    if found:
-        cls = getattr(errors, found[-1][0], RnnEdgeError)
-        if isinstance(cls, type) and issubclass(cls, RnnEdgeError):
-            return cls(found[-1][1])
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     return RnnEdgeError(
         f"Ray could not finish the batch ({type(exc).__name__}: {first}); {len(res.outputs)} "

@@ -11,6 +11,7 @@ eager PyTorch, and only renamed into place when it matches.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -25,7 +26,16 @@ import numpy as np
 from rnnedge import __version__
 from rnnedge._optional import require
 from rnnedge.errors import ExportError, InputError, RnnEdgeError, UnsupportedModelError
-from rnnedge.spec import SPEC_KEY, Normalization, RnnSpec, StatePair, TensorSpec
+from rnnedge.fileio import atomic_write
+from rnnedge.runtime.normalize import Normalizer
+from rnnedge.spec import (
+    SPEC_KEY,
+    DataContract,
+    Normalization,
+    RnnSpec,
+    StatePair,
+    TensorSpec,
+)
 from rnnedge.verify.parity import TOLERANCES, ParityReport, Tolerance, check_parity, default_grid
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -43,6 +53,8 @@ class ExportResult:
     opset: int
     parity: ParityReport | None
     seconds: float
+    #: the precision gate's result when a reduced precision was asked for
+    precision: Any = None
 
 
 @dataclass
@@ -315,9 +327,13 @@ def export(
     batch_first: bool = True,
     state_names: Sequence[tuple[str, str]] = (),
     normalization: Normalization | None = None,
+    contract: DataContract | None = None,
     verify: bool = True,
     shapes: Sequence[tuple[int, int]] | None = None,
     tolerance: Tolerance = TOLERANCES["fp32"],
+    precision: str = "fp32",
+    validation: Any = None,
+    **gate: Any,
 ) -> ExportResult:
     """Export a recurrent PyTorch module to ONNX and prove the file at other shapes.
 
@@ -329,17 +345,29 @@ def export(
         exporter: "torchscript" or "dynamo", always passed to torch explicitly.
         batch_first: layout of a user module's first input (ignored for SequenceModel).
         state_names: for user modules, (input, output) names that carry recurrent state.
+        normalization: the statistics the model was trained with; checked before anything is
+            written, so a file that could not be loaded is never produced.
+        contract: names of the feature and target columns (from the checkpoint), stored in the
+            spec so named input is matched by name.
         verify: run the file at other shapes against eager PyTorch (strongly advised).
         shapes: (batch, seq_len) pairs to verify at; by default 1, shorter, the example,
             and 2×+3 longer, at batch 1 and a batch other than the example's.
+        precision: "fp32", or "int8"/"bf16"/"auto" to write the verified file through the
+            precision gate (`rnnedge.exporters.precision.quantize`), judged on `validation`
+            ((x, y) in data units, or a `Validation`); `gate` passes `metric`, `margin`, ….
 
     Raises:
         UnsupportedModelError: the model cannot be exported correctly (e.g. proj_size > 0).
         ExportError: torch failed, or the file is wrong at shapes other than the example.
+        PrecisionRefusedError: the reduced precision forecasts worse than the margin allows.
     """
     torch = require("torch", "rnnedge export")
     from rnnedge.modeling.models import SequenceModel, find_unsupported
 
+    if precision != "fp32":
+        from rnnedge.exporters.precision import check_precision
+
+        check_precision(precision)
     if exporter not in EXPORTERS:
         raise InputError(f"exporter '{exporter}' is not known; expected one of {EXPORTERS}")
     if not isinstance(module, torch.nn.Module):
@@ -360,11 +388,13 @@ def export(
     else:
         plan = _plan_generic(module, args, input_names, output_names, batch_first,
                              state_names, normalization)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _check_data_side(plan.spec, normalization, contract)
+    plan.spec.contract = contract
     start = time.perf_counter()
-    try:
+    done: list[tuple[RnnSpec, ParityReport | None]] = []
+    done_gate: list[Any] = []
+
+    def write(tmp: Path) -> None:  # renamed into place only when this returns
         try:
             _torch_export(plan, tmp, exporter, opset)
         except RnnEdgeError:
@@ -375,11 +405,44 @@ def export(
             raise ExportError(f"torch.onnx.export ({exporter}) failed: {summary[:300]}; "
                               f"try exporter='{other}'") from exc
         spec = _finalize(plan, tmp, exporter, opset)
-        report = _verify(plan, spec, tmp, exporter, shapes, tolerance) if verify else None
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return ExportResult(path, spec, exporter, opset, report, time.perf_counter() - start)
+        done.append((spec, _verify(plan, spec, tmp, exporter, shapes, tolerance)
+                     if verify else None))
+        if precision != "fp32":  # the verified fp32 file, replaced by what passes the gate
+            from rnnedge.exporters.precision import quantize
+
+            done_gate.append(quantize(tmp, precision, validation, out=tmp, **gate))
+
+    path = atomic_write(path, write)
+    spec, report = done[0]
+    gated = done_gate[0] if done_gate else None
+    if gated is not None:
+        gated.moved_to(path)
+        spec = dataclasses.replace(spec, precision=gated.record)
+    return ExportResult(path, spec, exporter, opset, report, time.perf_counter() - start,
+                        gated)
+
+
+def _check_data_side(spec: RnnSpec, normalization: Normalization | None,
+                     contract: DataContract | None) -> None:
+    """Statistics and column names must fit the model before a file is written."""
+    if normalization is not None:
+        norm = Normalizer.from_spec(normalization)  # finite mean, std > 0, targets in range
+        features = spec.input(spec.data_input).shape[-1]
+        if isinstance(features, int) and norm.n_features != features:
+            raise InputError(f"normalization has {norm.n_features} features; the model takes "
+                             f"{features}")
+        if spec.output_size is not None and len(norm.target_index) != spec.output_size:
+            raise InputError(f"normalization names {len(norm.target_index)} target columns; the "
+                             f"model forecasts {spec.output_size}")
+    if contract is not None:
+        # the graph's outputs are known only after export: stand in for the data output
+        outputs = [TensorSpec(spec.data_output, "float32", ())]
+        probe = RnnSpec(spec.inputs, outputs, spec.data_input, spec.data_output,
+                        normalization=normalization, contract=contract)
+        try:
+            probe.validate("the data contract")
+        except RnnEdgeError as exc:
+            raise InputError(str(exc)) from None
 
 
 def example_for(spec_batch_first: bool, input_size: int, batch: int = 2,

@@ -1,11 +1,10 @@
 """ONNX → TensorRT engine, with optimization profiles from batch and length ranges.
 
-An engine (`model.plan`) is only valid for the TensorRT version and the GPU it was built on,
-and only for input shapes inside its optimization profile; none of that is recorded in the
-plan in a form one can check before loading it. So every plan gets a manifest beside it
-(`model.plan.json`): TensorRT, GPU, compute capability, CUDA, the ONNX file's sha256, the
-profiles, precision and builder settings. A cached plan is reused only when every field
-matches, and the runtime refuses a stale one with the field that changed.
+The builder side of TensorRT: `build_engine` parses an ONNX file, builds a plan for the
+profiles the ranges give and writes `model.plan` with its manifest (`model.plan.json`, see
+`rnnedge.runtime.backends.trt_plan`); `ensure_engine` reuses a cached plan only when every
+manifest field matches; `EngineFromOnnx` wraps that as a loader for `TensorRTRunner`, so the
+runtime (layer 1) runs plans without ever importing this module.
 
 Precision per TensorRT major version: 10.x builds weakly typed networks where `fp16` is the
 `BuilderFlag.FP16` hint; 11.x builds strongly typed networks only, where precision comes from
@@ -15,258 +14,61 @@ Nothing here imports tensorrt until a build is asked for.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rnnedge._optional import is_available, require
 from rnnedge.errors import ExportError, InputError, ModelFileError, RuntimeUnavailableError
 from rnnedge.fileio import atomic_write_bytes, sha256_file
+from rnnedge.runtime.backends.trt_plan import (
+    COMPARED,
+    ENVIRONMENT,
+    Manifest,
+    Profile,
+    Range,
+    Shape,
+    cache_decision,
+    check_profile,
+    check_range,
+    collecting_logger,
+    environment,
+    manifest_path,
+    module_present,
+    profiles_from_ranges,
+    require_tensorrt,
+    stale_reason,
+    trt_major,
+)
 from rnnedge.spec import RnnSpec
 
-Shape = tuple[int, ...]
-Profile = tuple[Shape, Shape, Shape]
-Range = tuple[int, int, int]
+__all__ = [
+    "COMPARED",
+    "ENVIRONMENT",
+    "PRECISIONS",
+    "EngineFromOnnx",
+    "Manifest",
+    "Profile",
+    "Range",
+    "Shape",
+    "build_engine",
+    "builder_settings",
+    "cache_decision",
+    "check_precision",
+    "check_profile",
+    "check_range",
+    "default_plan_path",
+    "ensure_engine",
+    "manifest_path",
+    "module_present",
+    "profiles_from_ranges",
+    "spec_for_file",
+    "stale_reason",
+    "trt_major",
+    "wanted_manifest",
+]
+
 PRECISIONS = ("fp32", "fp16", "typed")
-MANIFEST_FORMAT = 1
-#: fields that make a plan what it is; `created` only says when
-COMPARED = ("format", "tensorrt_version", "gpu_name", "compute_capability", "cuda_version",
-            "onnx_sha256", "precision", "profiles", "builder")
-ENVIRONMENT = ("tensorrt_version", "gpu_name", "compute_capability", "cuda_version")
-
-
-def check_range(what: str, value: Any) -> Range:
-    """A (min, opt, max) triple of positive ints with min ≤ opt ≤ max, or an InputError."""
-    try:
-        lo, opt, hi = (int(v) for v in value)
-        if any(int(v) != v for v in value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise InputError(f"{what} range must be three integers (min, opt, max), got {value!r}"
-                         ) from None
-    if lo < 1:
-        raise InputError(f"{what} range {(lo, opt, hi)}: min must be ≥ 1")
-    if not lo <= opt <= hi:
-        raise InputError(f"{what} range {(lo, opt, hi)}: expected min ≤ opt ≤ max")
-    return lo, opt, hi
-
-
-def profiles_from_ranges(
-    spec: RnnSpec, batch: Any = (1, 1, 1), seq_len: Any = (1, 64, 1024)
-) -> dict[str, Profile]:
-    """Min/opt/max shapes for every graph input, from batch and sequence-length ranges.
-
-    The data input takes batch and seq_len on the spec's own axes (batch-first or
-    time-major); each state input takes batch on its pair's `batch_axis`; every other dim
-    must be fixed in the spec, since a profile cannot guess it.
-    """
-    b, t = check_range("batch", batch), check_range("seq_len", seq_len)
-    state_axes = {p.input: p.batch_axis for p in spec.state_pairs}
-    profiles: dict[str, Profile] = {}
-    for tensor in spec.inputs:
-        ranged: dict[int, Range] = {}
-        if tensor.name == spec.data_input:
-            ranged = {spec.batch_axis: b, spec.seq_axis: t}
-        elif tensor.name in state_axes:
-            ranged = {state_axes[tensor.name]: b}
-        shapes: list[list[int]] = [[], [], []]
-        for axis, dim in enumerate(tensor.shape):
-            if axis in ranged:
-                values: tuple[int, ...] = ranged[axis]
-            elif isinstance(dim, int):
-                values = (dim, dim, dim)
-            else:
-                raise InputError(
-                    f"input '{tensor.name}' has symbolic dim '{dim}' at axis {axis}, which is "
-                    "neither its batch nor its seq_len axis; a profile needs it fixed")
-            for k in range(3):
-                shapes[k].append(values[k])
-        profiles[tensor.name] = (tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2]))
-    return profiles
-
-
-@dataclass
-class Manifest:
-    """What a plan was built from and for; stored as JSON beside it."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    cuda_version: str
-    onnx_sha256: str
-    profiles: dict[str, Profile]
-    precision: str
-    builder: dict[str, Any] = field(default_factory=dict)
-    created: str = ""
-    format: int = MANIFEST_FORMAT
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "manifest") -> Manifest:
-        """Parse a manifest; anything malformed is a broken file, named as such."""
-        try:
-            d = json.loads(text)
-            known = {f.name for f in fields(cls)}
-            d = {k: v for k, v in d.items() if k in known}
-            d["profiles"] = {str(name): tuple(tuple(int(x) for x in s) for s in shapes)
-                             for name, shapes in d["profiles"].items()}
-            manifest = cls(**d)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise ModelFileError(f"{source}: not a valid rnnedge engine manifest "
-                                 f"({type(exc).__name__}: {exc}); rebuild the engine") from exc
-        if any(len(p) != 3 for p in manifest.profiles.values()):
-            raise ModelFileError(f"{source}: profiles must hold (min, opt, max) shapes")
-        return manifest
-
-    @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> Manifest | None:
-        """The manifest at `path`, or None when there is none."""
-        p = Path(path)
-        if not p.is_file():
-            return None
-        return cls.from_json(p.read_text(encoding="utf-8"), str(p))
-
-    def write(self, path: str | os.PathLike[str]) -> Path:
-        return atomic_write_bytes(Path(path), self.to_json().encode("utf-8"))
-
-
-def manifest_path(plan: str | os.PathLike[str]) -> Path:
-    """`model.plan` → `model.plan.json`."""
-    p = Path(plan)
-    return p.with_name(p.name + ".json")
-
-
-def _differences(have: Mapping[str, Any], want: Mapping[str, Any], keys: Any,
-                 prefix: str = "") -> list[str]:
-    """`field differs: plan has A, wanted B`, one per differing key, nested dicts by key."""
-    out = []
-    for key in keys:
-        a, b = have.get(key), want.get(key)
-        if a == b:
-            continue
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            sub = list(dict.fromkeys([*a, *b]))
-            out += _differences(a, b, sub, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key} differs: plan has {a!r}, wanted {b!r}")
-    return out
-
-
-def cache_decision(on_disk: Manifest | None, wanted: Manifest) -> tuple[bool, str]:
-    """(reuse, reason): reuse a cached plan only when every field but `created` matches."""
-    if on_disk is None:
-        return False, "no manifest beside the plan, so nothing says what it was built for"
-    diffs = _differences(asdict(on_disk), asdict(wanted), COMPARED)
-    if diffs:
-        return False, "; ".join(diffs)
-    return True, f"manifest matches (built {on_disk.created or 'at an unknown time'})"
-
-
-def stale_reason(manifest: Manifest, environment: Mapping[str, str]) -> str | None:
-    """Why a plan cannot run in `environment` (TensorRT, GPU, CUDA), or None."""
-    diffs = _differences(asdict(manifest), environment, ENVIRONMENT)
-    return "; ".join(diffs) or None
-
-
-def device_info(device_id: int = 0) -> dict[str, str]:
-    """GPU name, compute capability and CUDA runtime version, via cuda-python or torch.
-
-    cuda-python (the `tensorrt` extra) is asked first, so the same machine always reports the
-    same CUDA version and its plans do not look stale to one another.
-    """
-    if has_cuda_python():
-        try:
-            rt = _cudart()
-            err, prop = rt.cudaGetDeviceProperties(device_id)
-            err2, version = rt.cudaRuntimeGetVersion()
-            if int(err) == 0 and int(err2) == 0:
-                name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-                return {"gpu_name": name.strip("\x00 "),
-                        "compute_capability": f"{prop.major}.{prop.minor}",
-                        "cuda_version": f"{version // 1000}.{(version % 1000) // 10}"}
-        except ImportError:
-            pass
-    if module_present("torch"):
-        torch = require("torch", "reading the GPU's properties")
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(device_id)
-            return {"gpu_name": torch.cuda.get_device_name(device_id),
-                    "compute_capability": f"{major}.{minor}",
-                    "cuda_version": str(torch.version.cuda)}
-    raise RuntimeUnavailableError(
-        "cannot read the GPU's properties: needs cuda-python (pip install 'rnnedge[tensorrt]') "
-        "or torch with CUDA, and a visible GPU")
-
-
-def module_present(name: str) -> bool:
-    """`name` is an installed module with code, not a bare directory on `sys.path`.
-
-    A folder such as a test suite's `tests/tensorrt/` is found as a namespace package
-    (no origin) once its parent is on `sys.path`; it must not count as TensorRT.
-    """
-    if not is_available(name):
-        return False
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return False
-    return spec is not None and spec.origin not in (None, "namespace")
-
-
-def require_tensorrt(purpose: str) -> Any:
-    """The real `tensorrt` module, or an error naming the extra; never a look-alike folder."""
-    if not module_present("tensorrt"):
-        raise RuntimeUnavailableError(
-            f"{purpose} needs the Python package 'tensorrt', which is not installed here; "
-            "install it with: pip install 'rnnedge[tensorrt]' (a machine with an NVIDIA GPU)")
-    return require("tensorrt", purpose)
-
-
-def has_cuda_python() -> bool:
-    """cuda-python's runtime bindings are importable (checked without importing them)."""
-    return module_present("cuda.bindings") or module_present("cuda.cudart")
-
-
-def _cudart() -> Any:
-    """cuda-python's runtime API: `cuda.bindings.runtime` (12.6+), else the old `cuda.cudart`."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        from cuda import cudart as runtime
-    return runtime
-
-
-def environment(trt: Any, device_id: int = 0) -> dict[str, str]:
-    """The running TensorRT version and GPU, in manifest field names."""
-    return {"tensorrt_version": str(trt.__version__), **device_info(device_id)}
-
-
-def trt_major(trt: Any) -> int:
-    return int(str(trt.__version__).split(".")[0])
-
-
-def collecting_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps warnings and errors, so failures can quote them."""
-
-    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.messages: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            keep = (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR,
-                    trt.ILogger.Severity.WARNING)
-            if severity in keep:
-                self.messages.append(f"{getattr(severity, 'name', severity)}: {msg}")
-
-    return _Logger()
 
 
 def spec_for_file(onnx_path: Path) -> RnnSpec:
@@ -397,3 +199,106 @@ def build_engine(
     if cache is not None and timing_cache is not None:
         atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
     return plan_path
+
+
+def default_plan_path(onnx_path: Path, precision: str) -> Path:
+    """Where plans built on demand are cached: `$RNNEDGE_CACHE` or `~/.cache/rnnedge`.
+
+    The name carries the ONNX file's hash, so editing the model never picks up an old plan
+    (the manifest would refuse it anyway) and the model's own folder is left alone.
+    """
+    root = Path(os.environ.get("RNNEDGE_CACHE") or Path.home() / ".cache" / "rnnedge")
+    return root / "engines" / f"{onnx_path.stem}-{sha256_file(onnx_path)[:16]}.{precision}.plan"
+
+
+def ensure_engine(
+    onnx_path: str | os.PathLike[str],
+    plan_path: str | os.PathLike[str] | None = None,
+    **build: Any,
+) -> tuple[Path, bool, str]:
+    """Reuse the cached plan for `onnx_path` when its manifest matches, else build it.
+
+    Args:
+        onnx_path: the model.
+        plan_path: where the plan lives; `default_plan_path` when None.
+        **build: `build_engine` keyword arguments (batch, seq_len, precision, device_id, …).
+
+    Returns (plan path, reused, reason): the reason names the field that forced a rebuild.
+    """
+    trt = require_tensorrt("building a TensorRT engine")
+    onnx_path = Path(onnx_path)
+    precision = build.get("precision", "fp32")
+    if not onnx_path.is_file():
+        raise ModelFileError(f"model file '{onnx_path}' does not exist (expected an .onnx file)")
+    plan = Path(plan_path) if plan_path else default_plan_path(onnx_path, precision)
+    check_precision(trt, precision)
+    profiles = profiles_from_ranges(build.get("spec") or spec_for_file(onnx_path),
+                                    build.get("batch", (1, 1, 1)),
+                                    build.get("seq_len", (1, 64, 1024)))
+    settings = builder_settings(trt, precision, build.get("workspace_gb", 2.0),
+                                build.get("allow_tf32", False))
+    wanted = wanted_manifest(trt, onnx_path, profiles, precision, settings,
+                             int(build.get("device_id", 0)))
+    try:
+        on_disk = Manifest.read(manifest_path(plan)) if plan.is_file() else None
+    except ModelFileError as exc:  # an unreadable manifest is a reason to rebuild
+        return build_engine(onnx_path, plan, **build), False, str(exc)
+    reuse, reason = cache_decision(on_disk, wanted)
+    if reuse:
+        return plan, True, reason
+    return build_engine(onnx_path, plan, **build), False, reason
+
+
+class EngineFromOnnx:
+    """A loader for `TensorRTRunner`: the plan for an ONNX file, built or reused from cache.
+
+    Polygraphy's split: the runner takes a callable that returns a plan, so the runtime never
+    imports the builder and this class decides when a build happens. Arguments are checked
+    here, when the loader is made; calling it does the build (`ensure_engine`) and returns
+    the plan's path, and afterwards `reused` and `reason` say whether the cache served it.
+
+    Args:
+        onnx_path: the model to build from.
+        plan_path: where the plan goes; the engine cache (`default_plan_path`) when None.
+        batch, seq_len: (min, opt, max) ranges of the optimization profile.
+        precision: "fp32", "fp16" (TensorRT 10) or "typed"; see `build_engine`.
+        timing_cache, workspace_gb, allow_tf32, spec: as for `build_engine`.
+        device_id: the CUDA device the plan is built for (and must run on).
+    """
+
+    def __init__(
+        self,
+        onnx_path: str | os.PathLike[str],
+        plan_path: str | os.PathLike[str] | None = None,
+        *,
+        batch: Any = (1, 2, 16),
+        seq_len: Any = (1, 64, 1024),
+        precision: str = "fp32",
+        timing_cache: str | os.PathLike[str] | None = None,
+        workspace_gb: float = 2.0,
+        allow_tf32: bool = False,
+        spec: RnnSpec | None = None,
+        device_id: int = 0,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"precision '{precision}' is not one of {PRECISIONS}")
+        self.onnx_path = Path(onnx_path)
+        self.plan_path = Path(plan_path) if plan_path is not None else None
+        self.device_id = int(device_id)
+        self.build: dict[str, Any] = {
+            "batch": check_range("batch", batch), "seq_len": check_range("seq_len", seq_len),
+            "precision": precision, "timing_cache": timing_cache,
+            "workspace_gb": float(workspace_gb), "allow_tf32": bool(allow_tf32), "spec": spec,
+            "device_id": self.device_id}
+        self.reused: bool | None = None
+        self.reason = ""
+
+    def __call__(self) -> Path:
+        plan, self.reused, self.reason = ensure_engine(self.onnx_path, self.plan_path,
+                                                       **self.build)
+        return plan
+
+    def __repr__(self) -> str:
+        return (f"EngineFromOnnx('{self.onnx_path}', batch={self.build['batch']}, "
+                f"seq_len={self.build['seq_len']}, precision='{self.build['precision']}', "
+                f"device_id={self.device_id})")

@@ -1,32 +1,33 @@
 """One stream step with as little work as possible around ONNX Runtime (numpy + onnxruntime only).
 
-Measured with `benchmarks/stream_step.py` (2-layer LSTM, hidden 128, batch 1, one step, on a
-busy 2-vCPU AMD EPYC; medians, results in `benchmarks/results/`): raw `session.run` 81 µs,
-`StepSession` 59 µs, eager PyTorch ~470-600 µs. What pays off, in that order:
+At batch 1 a small recurrent model does little arithmetic per step, so most of a step's time
+is fixed cost per call and per kernel: Python around the call, output allocation, ORT's
+executor, each kernel's set-up.
+`benchmarks/step_ideas.py` times each idea below against the path it would replace, and
+`benchmarks/stream_step.py` the whole step against raw `session.run` and eager PyTorch; the
+figures are in `benchmarks/results/`. What pays off, in that order:
 
 * Keep the state inside bound buffers. A `StepSession` makes two `IOBinding`s over the shared
   session that ping-pong between two sets of state buffers: a step reads the state from one
   set and writes the new state into the other. Nothing is converted, allocated or rebound per
-  step; the chunk is copied into a bound input buffer and the output copied out of a bound one
-  (a run then costs what ORT's executor costs: an Identity graph takes 12 µs through
-  `session.run`, 6 µs through `run_with_iobinding`, 3.4 µs through the C++ call used here).
-  Rebinding every step (94 µs) or carrying OrtValues through `run_with_ort_values` (186 µs)
-  is slower than plain `run`, and so is the public `run_with_iobinding(io, RunOptions())`
-  (150 µs: it probes the options for a graph-capture entry, and the miss raises in C++).
-  A failed run leaves the current set untouched.
+  step; the chunk is copied into a bound input buffer and the output copied out of a bound
+  one, so a run costs what ORT's executor costs. Rebinding every step, or carrying OrtValues
+  through `run_with_ort_values`, is slower than plain `run`, and so is the public
+  `run_with_iobinding(io, RunOptions())` (it probes the options for a graph-capture entry, and
+  the miss raises in C++). A failed run leaves the current set untouched.
 * Check a chunk of the shape already seen with one shape comparison and a finiteness check in
-  plain Python (1.8 µs, vs 7 µs for `check_sequence`); anything else takes the full checks, so
-  errors and NaN policies are exactly the slow path's. `FastNormalizer` does the same float64
-  arithmetic as `Normalizer` for a handful of values without numpy's per-call cost (8 vs 20 µs
-  for transform + inverse).
-* `STEP_SETTINGS`: one intra-op thread, no spinning, no CPU memory arena (5-10 % on raw `run`
-  here; more where ORT's default pool has many threads to wake for tiny kernels).
+  plain Python, a fraction of what `check_sequence` costs; anything else takes the full
+  checks, so errors and NaN policies are exactly the slow path's. `FastNormalizer` does the
+  same float64 arithmetic as `Normalizer` for a handful of values without numpy's per-call
+  cost.
+* `STEP_SETTINGS`: one intra-op thread, no spinning, no CPU memory arena (waking a pool of
+  threads costs more than it saves on kernels this small).
 
 Not worth it: a graph specialized for single steps (each LSTM layer as Gemm/Sigmoid/Tanh/Mul
 on [B, H] tensors instead of the LSTM op) runs within a few percent of the exported graph,
-with or without IO binding. The matrix-vector products dominate: one LSTM op alone takes
-45 µs, a Gemm over the same weights 29 µs, and the 770 KB of weights outgrow a 512 KB L2.
-Graph optimization level, execution mode and memory patterns move nothing measurable.
+with or without IO binding: both do the same matrix-vector products once per step, and the
+graph around them was never the cost. Graph optimization level, execution mode and memory
+patterns move nothing measurable.
 """
 
 from __future__ import annotations
@@ -38,15 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from rnnedge.errors import InputError
-from rnnedge.runtime.backends.base import describe_feeds
+from rnnedge.runtime.backends.ort import OrtErrors
 from rnnedge.runtime.inputs import zero_state
 from rnnedge.spec import RnnSpec
 
-#: ONNX Runtime settings for batch-1 step workloads, chosen by `benchmarks/stream_step.py`:
+#: ONNX Runtime settings for batch-1 step workloads, chosen with `benchmarks/step_ideas.py`:
 #: one intra-op thread; spinning off so that raising the thread count later never leaves a core
 #: busy-waiting; no CPU memory arena (a step's few small intermediates come cheaper from malloc
-#: than from the arena, ~1-1.5 µs a step; honored once `session_options` knows the key).
+#: than from the arena).
 STEP_SETTINGS: dict[str, Any] = {
     "intra_op_num_threads": 1,
     "execution_mode": "sequential",
@@ -137,6 +137,7 @@ class StepSession:
         """Drop bindings and buffers; the session itself belongs to the runner."""
         self._bindings = None
         self._session = None
+        self._keep = []  # the IOBindings hold the session
         self._can_bind = False
         self._bufs = []
         self._xb = self._yb = self._flat = None
@@ -162,7 +163,7 @@ class StepSession:
         if type(chunk) is np.ndarray and chunk.shape == self._shape and chunk.dtype.kind == "f":
             xb = self._xb
             xb[...] = chunk  # type: ignore[index]
-            if self._small:  # no numpy call: ~0.5 µs instead of ~2 µs, and no FP warnings
+            if self._small:  # no numpy call: a fraction of its cost, and no FP warnings
                 if all(map(math.isfinite, self._flat.tolist())):  # type: ignore[union-attr]
                     return xb
             elif np.isfinite(self._flat).all():
@@ -185,8 +186,9 @@ class StepSession:
             k = self._cur
             try:
                 bindings[k]()
-            except Exception as exc:
-                raise self._refused(exc, x) from exc
+            except Exception:  # nothing to pay on the hot path; ORT's error, translated:
+                with OrtErrors(feeds=self._bound_feeds):
+                    raise
             self._cur = 1 - k
             return self._yb.copy()  # type: ignore[union-attr]
         return self._run_feeds(x)
@@ -245,9 +247,9 @@ class StepSession:
             bindings.append(io)
         self._keep = bindings  # the Python IOBindings hold the OrtValues alive
         # The public `run_with_iobinding(io, run_options)` looks up a graph-capture entry that
-        # a plain RunOptions lacks, and the C++ error it raises costs ~45 µs; without run
-        # options it costs ~0.5 µs of Python. Call the C++ session directly where it exists,
-        # with EP synchronization off (a no-op on the CPU provider, ~1 µs).
+        # a plain RunOptions lacks, and the C++ error it raises costs more than the whole
+        # step; without run options it still costs a layer of Python. Call the C++ session
+        # directly where it exists, with EP synchronization off (a no-op on the CPU provider).
         c_session = getattr(session, "_sess", None)
         c_bindings = [getattr(io, "_iobinding", None) for io in bindings]
         if hasattr(c_session, "run_with_iobinding") and all(b is not None for b in c_bindings):
@@ -257,21 +259,23 @@ class StepSession:
             return [functools.partial(run, b, options) for b in c_bindings]
         return [functools.partial(session.run_with_iobinding, io) for io in bindings]
 
-    def _refused(self, exc: Exception, x: np.ndarray) -> InputError:
-        feeds = {self.spec.data_input: x}
+    def _bound_feeds(self) -> dict[str, np.ndarray]:
+        """What the bound run was fed, for an error message (the state is still unchanged)."""
+        feeds: dict[str, np.ndarray] = {self.spec.data_input: self._xb}  # type: ignore[dict-item]
         for p, b in zip(self._pairs, self._bufs, strict=True):
             feeds[p.input] = b[self._cur]
-        msg = str(exc).strip().replace("\n", " ")
-        return InputError(f"ONNX Runtime refused the inputs {describe_feeds(feeds)}: {msg[:400]}")
+        feeds.update(self.extra)
+        return feeds
 
 
 class FastNormalizer:
     """`Normalizer.transform` / `inverse_targets` (cast back to the array's dtype), same numbers.
 
-    numpy spends ~3 µs per call on a one-value array; for a handful of values the same float64
-    arithmetic in plain Python (its floats are IEEE doubles, `a - m` then `/ s`, `a * s` then
-    `+ m`, no fused multiply-add), rounded once to the array's dtype, costs well under half
-    that. Larger arrays go to the wrapped normalizer.
+    numpy's fixed cost per call dominates on a one-value array; for a handful of values the
+    same float64 arithmetic in plain Python (its floats are IEEE doubles, `a - m` then `/ s`,
+    `a * s` then `+ m`, no fused multiply-add), rounded once to the array's dtype, costs well
+    under half as much (`benchmarks/step_ideas.py`, python_overhead). Larger arrays go to the
+    wrapped normalizer.
     """
 
     def __init__(self, normalizer: Any) -> None:

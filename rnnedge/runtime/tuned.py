@@ -13,19 +13,28 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rnnedge._optional import require
+from rnnedge.errors import InputError, ModelFileError, RnnEdgeError
 from rnnedge.fileio import sha256_file
 from rnnedge.runtime.backends.base import Feeds
-from rnnedge.runtime.backends.ort import OrtCpuRunner
+from rnnedge.runtime.backends.ort import (
+    OrtCpuRunner,
+    open_session,
+    run_session,
+    session_tensor_specs,
+)
+from rnnedge.runtime.foreign import resolve_spec
 from rnnedge.spec import RnnSpec
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 TUNING_FORMAT = "rnnedge.tuning/1"
 SUFFIX = ".tuning.json"
@@ -44,6 +53,8 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    import platform  # only where /proc/cpuinfo is missing; it costs an import at load
+
     return platform.processor() or platform.machine() or "unknown"
 
 
@@ -57,28 +68,31 @@ def tuning_path(model_path: str | os.PathLike[str]) -> Path:
 
 
 def _ort_version() -> str:
-    from rnnedge.runtime.backends.ort import _ort
-
-    return str(_ort().__version__)
+    return str(require("onnxruntime", "reading a tuning file").__version__)
 
 
 def machine_key() -> dict[str, Any]:
     """What a tuning is only valid for, besides the file: CPU model, cores, ORT version."""
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(),
-            "onnxruntime": _ort_version()}
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "onnxruntime": _ort_version()}
 
 
 def read_tuning(model_path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
     """(tuning, None) when the file next to the model is valid here, else (None, why not)."""
     tpath = tuning_path(model_path)
-    if not tpath.is_file():
-        return None, f"no tuning file {tpath.name}"
+    try:
+        if not tpath.is_file():
+            return None, f"no tuning file {tpath.name}"
+    except (OSError, ValueError) as exc:  # a name too long or with a NUL byte: no tuning here
+        return None, f"tuning file unreachable ({exc.__class__.__name__})"
     try:
         tuning = json.loads(tpath.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         return None, f"tuning file {tpath.name} is unreadable ({exc.__class__.__name__})"
     if not isinstance(tuning, dict) or tuning.get("format") != TUNING_FORMAT:
         return None, f"tuning file {tpath.name} is not format '{TUNING_FORMAT}'"
+    malformed = _malformed(tuning.get("classes", {}))
+    if malformed:
+        return None, f"tuning file {tpath.name} is malformed: {malformed}"
     try:
         sha = sha256_file(model_path)
     except OSError as exc:
@@ -90,6 +104,21 @@ def read_tuning(model_path: str | os.PathLike[str]) -> tuple[dict[str, Any] | No
         if tuning.get(key) != value:
             return None, f"stale: tuned with {key} {tuning.get(key)!r}, here {value!r}"
     return tuning, None
+
+
+def _malformed(classes: Any) -> str | None:
+    """What is wrong with a tuning's `classes` in shape (not in value), or None."""
+    if not isinstance(classes, dict):
+        return f"classes is {type(classes).__name__}, expected an object"
+    for name, entry in classes.items():
+        if not isinstance(entry, dict):
+            return f"class {name!r} is {type(entry).__name__}, expected an object"
+        if not isinstance(entry.get("settings", {}), dict):
+            return f"class {name!r} settings are not an object"
+        split = entry.get("batch_split", 1)
+        if isinstance(split, bool) or not isinstance(split, int) or split < 1:
+            return f"class {name!r} batch_split is {split!r}, expected an integer ≥ 1"
+    return None
 
 
 def load_tuning(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -133,67 +162,90 @@ def splittable(spec: RnnSpec) -> bool:
     """True when every input and output is the sequence or a state, so batch rows are free."""
     state_in = {p.input for p in spec.state_pairs}
     state_out = {p.output for p in spec.state_pairs}
-    return (all(t.name == spec.data_input or t.name in state_in for t in spec.inputs)
-            and all(t.name == spec.data_output or t.name in state_out for t in spec.outputs)
-            and _output_batch_axis(spec) is not None)
+    return (
+        all(t.name == spec.data_input or t.name in state_in for t in spec.inputs)
+        and all(t.name == spec.data_output or t.name in state_out for t in spec.outputs)
+        and _output_batch_axis(spec) is not None
+    )
 
 
 def split_feeds(spec: RnnSpec, feeds: Feeds, parts: int) -> list[dict[str, np.ndarray]]:
     """Feeds cut into `parts` sub-batches (sequence and states alike)."""
-    axes = {spec.data_input: spec.batch_axis, **{p.input: p.batch_axis
-                                                  for p in spec.state_pairs}}
+    axes = {spec.data_input: spec.batch_axis, **{p.input: p.batch_axis for p in spec.state_pairs}}
     pieces = {k: np.array_split(np.asarray(v), parts, axis=axes[k]) for k, v in feeds.items()}
     return [{k: np.ascontiguousarray(v[i]) for k, v in pieces.items()} for i in range(parts)]
 
 
-def join_outputs(spec: RnnSpec, outs: Sequence[Mapping[str, np.ndarray]]) -> dict[str,
-                                                                                  np.ndarray]:
-    axes = {spec.data_output: _output_batch_axis(spec),
-            **{p.output: p.batch_axis for p in spec.state_pairs}}
+def join_outputs(spec: RnnSpec, outs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    axes = {
+        spec.data_output: _output_batch_axis(spec),
+        **{p.output: p.batch_axis for p in spec.state_pairs},
+    }
     return {k: np.concatenate([o[k] for o in outs], axis=axes[k]) for k in outs[0]}
 
 
 class TunedOrtRunner(OrtCpuRunner):
     """ONNX Runtime on CPU with per-shape settings from a tuning: one session per distinct
-    settings (all opened on entry), and large batches split over cores where that won.
+    settings (all opened on activation), and large batches split over cores where that won.
 
     Thread-safe like a plain session: sessions are opened under a lock and `run` is.
+
+    Args:
+        model: the ONNX file the tuning was measured on.
+        tuning: the tuning (`read_tuning`); None runs ORT's defaults for every shape.
+        spec: the model's spec; None resolves it from the file on activation.
+        detect: `resolve_spec` keyword arguments (`state_names`, `batch_first`) for a file
+            rnnedge did not write, used when `spec` is None.
     """
 
-    def __init__(self, model: str | os.PathLike[str], tuning: Mapping[str, Any] | None,
-                 spec: RnnSpec | None = None) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        tuning: Mapping[str, Any] | None,
+        spec: RnnSpec | None = None,
+        *,
+        detect: Mapping[str, Any] | None = None,
+    ) -> None:
         self.tuning = dict(tuning or {})
         super().__init__(model, settings=settings_for(self.tuning, 1, 1))
         self.spec = spec
-        self._children: dict[str, OrtCpuRunner] = {}
+        self.detect = dict(detect or {})
+        self._sessions: dict[str, Any] = {}
         self._pools: dict[int, ThreadPoolExecutor] = {}
-        self._routes: dict[str, tuple[OrtCpuRunner, int]] = {}
+        self._routes: dict[str, tuple[Any, int]] = {}
         self._lock = threading.Lock()
         self._splittable = False
         self._split_inputs: set[str] = set()
 
-    def _child(self, settings: Mapping[str, Any]) -> OrtCpuRunner:
+    @property
+    def splittable(self) -> bool:
+        """Whether batches may be split over cores (every input/output is data or state)."""
+        return self._splittable
+
+    def _session(self, settings: Mapping[str, Any]) -> Any:
+        """The session for `settings`, opened on first use."""
         key = json.dumps(settings, sort_keys=True)
         with self._lock:
-            child = self._children.get(key)
-            if child is None:
-                child = OrtCpuRunner(self.model, settings=settings).activate()
-                self._children[key] = child
-            return child
+            session = self._sessions.get(key)
+            if session is None:
+                session = open_session(self.model, self.providers, settings)
+                self._sessions[key] = session
+            return session
 
     def drop(self, settings: Mapping[str, Any]) -> None:
         """Close the session for `settings` (tuning frees the candidates that lost); the base
         session stays, as `session` refers to it."""
         key = json.dumps(settings, sort_keys=True)
         with self._lock:
-            child = self._children.get(key)
-            if child is None or child.session is self.session:
+            session = self._sessions.get(key)
+            if session is None or session is self.session:
                 return
-            del self._children[key]
-            self._routes = {k: v for k, v in self._routes.items() if v[0] is not child}
-        child.deactivate()
+            del self._sessions[key]
+            self._routes = {k: v for k, v in self._routes.items() if v[0] is not session}
 
     def _pool(self, parts: int) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor  # only a split batch needs threads
+
         with self._lock:
             if parts not in self._pools:
                 self._pools[parts] = ThreadPoolExecutor(parts, thread_name_prefix="rnnedge")
@@ -201,24 +253,34 @@ class TunedOrtRunner(OrtCpuRunner):
 
     def _activate_impl(self) -> None:
         # every tuned setting is opened now, so no call pays for a session being created
-        for entry in self.tuning.get("classes", {}).values():
-            self._child(entry.get("settings", {}))
-        base = self._child(self.settings)
-        self.session = base.session
-        self._inputs, self._outputs = base.input_specs(), base.output_names()
+        for name, entry in self.tuning.get("classes", {}).items():
+            try:
+                self._session(entry.get("settings", {}))
+            except RnnEdgeError as exc:
+                if not isinstance(exc, InputError):  # the file itself, not the settings
+                    raise
+                raise self._bad_tuning(name, exc) from exc
+            except Exception as exc:  # what ONNX Runtime's SessionOptions refuse
+                raise self._bad_tuning(name, exc) from exc
+        self.session = self._session(self.settings)
+        self._inputs = session_tensor_specs(self.session.get_inputs())
+        self._outputs = [o.name for o in self.session.get_outputs()]
         if self.spec is None:
-            from rnnedge.runtime.foreign import resolve_spec
-
-            self.spec = resolve_spec(self.session, source=str(self.model))
+            self.spec = resolve_spec(self.session, source=str(self.model), **self.detect)
         self._splittable = splittable(self.spec)
         self._split_inputs = {self.spec.data_input, *(p.input for p in self.spec.state_pairs)}
 
+    def _bad_tuning(self, shape_class: str, exc: Exception) -> ModelFileError:
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        return ModelFileError(
+            f"tuning file {tuning_path(self.model).name} has settings for {shape_class} that "
+            f"cannot be used ({why}); delete it or tune again with `rnnedge bench --tune`"
+        )
+
     def _deactivate_impl(self) -> None:
-        for child in self._children.values():
-            child.deactivate()
         for pool in self._pools.values():
             pool.shutdown(wait=True)
-        self._children.clear()
+        self._sessions.clear()
         self._pools.clear()
         self._routes.clear()
         self.session = None
@@ -232,19 +294,30 @@ class TunedOrtRunner(OrtCpuRunner):
             return None
         return int(shape[self.spec.batch_axis]), int(shape[self.spec.seq_axis])
 
-    def run_with(self, settings: Mapping[str, Any], batch_split: int,
-                 feeds: Feeds) -> dict[str, np.ndarray]:
+    def run_with(
+        self, settings: Mapping[str, Any], batch_split: int, feeds: Feeds
+    ) -> dict[str, np.ndarray]:
         """Run with given settings and split (used by `tune` to try candidates)."""
-        return self._run(self._child(settings), batch_split, feeds, self.shape_of(feeds))
+        self._check_active()
+        return self._run(self._session(settings), batch_split, feeds, self.shape_of(feeds))
 
-    def _run(self, child: OrtCpuRunner, batch_split: int, feeds: Feeds,
-             shape: tuple[int, int] | None) -> dict[str, np.ndarray]:
-        if (batch_split <= 1 or not self._splittable or shape is None
-                or shape[0] < batch_split or not self._split_inputs.issuperset(feeds)):
-            return child.infer(feeds)
+    def _run(
+        self, session: Any, batch_split: int, feeds: Feeds, shape: tuple[int, int] | None
+    ) -> dict[str, np.ndarray]:
+        outputs = self._outputs
+        if (
+            batch_split <= 1
+            or not self._splittable
+            or shape is None
+            or shape[0] < batch_split
+            or not self._split_inputs.issuperset(feeds)
+        ):
+            return run_session(session, outputs, feeds)
         assert self.spec is not None
         parts = split_feeds(self.spec, feeds, batch_split)
-        return join_outputs(self.spec, list(self._pool(batch_split).map(child.infer, parts)))
+        pool = self._pool(batch_split)
+        done = pool.map(lambda part: run_session(session, outputs, part), parts)
+        return join_outputs(self.spec, list(done))
 
     def _infer_impl(self, feeds: Feeds) -> dict[str, np.ndarray]:
         shape = self.shape_of(feeds)
@@ -252,10 +325,10 @@ class TunedOrtRunner(OrtCpuRunner):
         cls = shape_class(b, t)
         route = self._routes.get(cls)  # settings depend on the class only: decide once
         if route is None:
-            route = (self._child(settings_for(self.tuning, b, t)), split_for(self.tuning, b, t))
+            route = (self._session(settings_for(self.tuning, b, t)), split_for(self.tuning, b, t))
             with self._lock:
                 self._routes[cls] = route
-        child, split = route
+        session, split = route
         if split <= 1:
-            return child._infer_impl(feeds)  # active: opened by _child; the hot path stays lean
-        return self._run(child, split, feeds, shape)
+            return run_session(session, self._outputs, feeds)
+        return self._run(session, split, feeds, shape)

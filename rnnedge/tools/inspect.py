@@ -16,7 +16,7 @@ from rnnedge.runtime.backends.ort import read_spec, session_tensor_specs
 from rnnedge.runtime.foreign import RNN_OP_TYPES, extra_inputs, resolve_spec
 from rnnedge.spec import RnnSpec, TensorSpec
 
-NO_ONNX_NOTE = "onnx not installed: ops not listed"
+NO_ONNX_NOTE = "onnx not installed: ops not listed (pip install 'rnnedge[onnx]')"
 
 
 def rnn_ops(path: str | os.PathLike[str]) -> list[str]:
@@ -108,3 +108,17 @@ def describe(
         "ops": list(ops) if ops is not None else None,
         "ops_note": note,
     }
+
+
+def inspect_model(
+    path: str | os.PathLike[str], *, state_names: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """`describe` of the file at `path`, with its RNN ops listed when onnx is installed.
+
+    Raises:
+        ModelFileError: The file is missing or not ONNX.
+    """
+    from rnnedge.runtime.backends.ort import open_session
+
+    return describe(open_session(path), ops=rnn_ops(path), source=os.fspath(path),
+                    state_names=state_names)

@@ -7,7 +7,6 @@ and string ids, rows shuffled in the CSV).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ from rnnedge.batch.io import (  # noqa: E402
     read_long_file,
     write_forecasts,
 )
-from rnnedge.cli.batch_infer import add_batch_parser, cmd_batch_infer  # noqa: E402
+from rnnedge.cli.main import main as rnnedge_main  # noqa: E402
 from rnnedge.errors import InputError, ModelFileError, RnnEdgeError  # noqa: E402
 from rnnedge.modeling.models import ModelConfig, SequenceModel  # noqa: E402
 
@@ -139,9 +138,7 @@ def test_killed_worker_is_retried_without_loss_or_duplicates(
 
 
 def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="rnnedge")
-    add_batch_parser(parser.add_subparsers(dest="command"))
-    return cmd_batch_infer(parser.parse_args(["batch-infer", *argv]))
+    return rnnedge_main(["batch-infer", *argv])
 
 
 def test_bad_files_reported_by_name_others_processed(cluster, model_path, data, tmp_path, capsys):

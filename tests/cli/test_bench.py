@@ -6,7 +6,6 @@ anything ran: timings on a shared machine are not something a test can hold anyo
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,22 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from rnnedge.cli.bench import add_bench_parser, cmd_bench
 from rnnedge.cli.main import main
 from rnnedge.errors import InputError
+from rnnedge.tools.benchrun import BenchConfig, run_bench
 
-TINY_SWEEP = ["--seq-lens", "1,8", "--batches", "1", "--budget-s", "0.02", "--warmup", "1",
-              "--retries", "0"]
+TINY_SWEEP = [
+    "--seq-lens",
+    "1,8",
+    "--batches",
+    "1",
+    "--budget-s",
+    "0.02",
+    "--warmup",
+    "1",
+    "--retries",
+    "0",
+]
 
 
 @dataclass(frozen=True)
@@ -38,31 +47,29 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     folder = tmp_path_factory.mktemp("bench")
     ckpt = str(folder / "tiny.pt")
     onnx = str(folder / "tiny.onnx")
-    assert main(["train", "--epochs", "1", "--hidden-size", "8", "--window", "8", "-o", ckpt,
-                 "--json"]) == 0
+    assert (
+        main(
+            ["train", "--epochs", "1", "--hidden-size", "8", "--window", "8", "-o", ckpt, "--json"]
+        )
+        == 0
+    )
     assert main(["export", ckpt, "-o", onnx, "--json"]) == 0
     return Built(ckpt, onnx)
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rnnedge")
-    add_bench_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["bench", *argv])
-
-
 def bench_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     capsys.readouterr()
-    assert cmd_bench(parse([*argv, "--json"])) == 0
+    assert main(["bench", *argv, "--json"]) == 0
     captured = capsys.readouterr()
     assert "rnnedge bench:" in captured.err  # progress goes to stderr, JSON alone to stdout
     return json.loads(captured.out)
 
 
 def test_bench_checkpoint_writes_json_markdown_and_plot(
-        built: Built, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    built: Built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     md, png = tmp_path / "out" / "bench.md", tmp_path / "bench.png"
-    data = bench_json([built.ckpt, *TINY_SWEEP, "--markdown", str(md), "--plot", str(png)],
-                      capsys)
+    data = bench_json([built.ckpt, *TINY_SWEEP, "--markdown", str(md), "--plot", str(png)], capsys)
     assert {"eager", "ort-raw", "rnnedge"} <= set(data["runners"])
     assert data["environment"]["cores"] >= 1 and data["environment"]["versions"]["onnxruntime"]
     seq = [p for p in data["points"] if p["kind"] == "sequence"]
@@ -74,8 +81,7 @@ def test_bench_checkpoint_writes_json_markdown_and_plot(
         assert p["latency_s"]["samples"] >= 1
         assert 0 < p["latency_s"]["min"] <= p["latency_s"]["p50"] <= p["latency_s"]["p90"]
         assert p["vs_eager"] > 0 and p["vs_ort_raw"] > 0
-        assert p["steps_per_s"] == pytest.approx(p["batch"] * p["seq_len"]
-                                                 / p["latency_s"]["p50"])
+        assert p["steps_per_s"] == pytest.approx(p["batch"] * p["seq_len"] / p["latency_s"]["p50"])
     eager = [p for p in data["points"] if p["runner"] == "eager"]
     assert all(p["vs_eager"] == pytest.approx(1.0) for p in eager)
     assert md.read_text().count("| eager |") == 3
@@ -83,7 +89,8 @@ def test_bench_checkpoint_writes_json_markdown_and_plot(
 
 
 def test_bench_onnx_without_checkpoint_omits_eager(
-        built: Built, capsys: pytest.CaptureFixture[str]) -> None:
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = bench_json([built.onnx, *TINY_SWEEP, "--no-stream"], capsys)
     assert "eager" not in data["runners"] and "eager" in data["skipped"]
     assert any("ratios vs eager omitted" in n for n in data["notes"])
@@ -91,17 +98,54 @@ def test_bench_onnx_without_checkpoint_omits_eager(
     assert all(p["kind"] == "sequence" for p in data["points"])
 
 
+class QuietMachine:
+    """Stands in for `tune`'s CPU-load monitor: other processes use no CPU. The tuner waits
+    for a quiet machine; this test checks what the command writes, not when it may measure."""
+
+    other_cores = 0.0
+
+    def __enter__(self) -> QuietMachine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 def test_bench_tune_writes_a_tuning_that_load_can_use(
-        built: Built, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    built: Built,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from rnnedge.runtime import tuned as tn
 
-
+    monkeypatch.setattr("rnnedge.tools.tune.CpuLoad", QuietMachine)
     onnx = tmp_path / "tuned.onnx"
     onnx.write_bytes(Path(built.onnx).read_bytes())
-    data = bench_json([str(onnx), "--checkpoint", built.ckpt, "--tune", "--tune-budget-s",
-                       "0.005", "--seq-lens", "32", "--batches", "3", "--budget-s", "0.01",
-                       "--retries", "0", "--no-stream", "--runtime", "ort-raw", "--runtime",
-                       "rnnedge"], capsys)
+    data = bench_json(
+        [
+            str(onnx),
+            "--checkpoint",
+            built.ckpt,
+            "--tune",
+            "--tune-budget-s",
+            "0.005",
+            "--seq-lens",
+            "32",
+            "--batches",
+            "3",
+            "--budget-s",
+            "0.01",
+            "--retries",
+            "0",
+            "--no-stream",
+            "--runtime",
+            "ort-raw",
+            "--runtime",
+            "rnnedge",
+        ],
+        capsys,
+    )
     assert set(data["runners"]) == {"ort-raw", "rnnedge"}
     tuning, why = tn.read_tuning(onnx)
     assert why is None and tuning is not None
@@ -110,8 +154,10 @@ def test_bench_tune_writes_a_tuning_that_load_can_use(
     for entry in tuning["classes"].values():
         assert entry["chosen"] in entry["first_pass_p50_s"]
         assert all(v > 0 for v in entry["p50_s"].values())
-    assert data["runners"]["rnnedge"]["settings"]["bN-long"]["settings"] == \
-        tuning["classes"]["bN-long"]["settings"]
+    assert (
+        data["runners"]["rnnedge"]["settings"]["bN-long"]["settings"]
+        == tuning["classes"]["bN-long"]["settings"]
+    )
     assert any(c.startswith("split") for c in tuning["classes"]["bN-long"]["first_pass_p50_s"])
     assert any("tuning written to" in n for n in data["notes"])
     import rnnedge
@@ -132,10 +178,12 @@ def test_tuned_runner_split_matches_the_plain_session(built: Built) -> None:
     from rnnedge.runtime.tuned import TunedOrtRunner
     from rnnedge.verify.parity import make_feeds
 
-    tuning = {"classes": {"bN-long": {"settings": {"intra_op_num_threads": 1},
-                                      "batch_split": 2},
-                          "b1-short": {"settings": {"intra_op_num_threads": 1},
-                                       "batch_split": 1}}}
+    tuning = {
+        "classes": {
+            "bN-long": {"settings": {"intra_op_num_threads": 1}, "batch_split": 2},
+            "b1-short": {"settings": {"intra_op_num_threads": 1}, "batch_split": 1},
+        }
+    }
     with OrtCpuRunner(built.onnx) as plain, TunedOrtRunner(built.onnx, tuning) as tuned:
         assert tuned.spec is not None
         for batch, seq_len in ((3, 40), (1, 1), (5, 2)):
@@ -148,15 +196,86 @@ def test_tuned_runner_split_matches_the_plain_session(built: Built) -> None:
         assert stream.step(np.zeros((1, 3, 1), np.float32)).shape == (1, 3, 1)
 
 
-def test_bench_refuses_bad_arguments(built: Built, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="--seq-lens"):
-        cmd_bench(parse([built.ckpt, "--seq-lens", "1,x"]))
-    with pytest.raises(InputError, match="--checkpoint is for an"):
-        cmd_bench(parse([built.ckpt, "--checkpoint", built.ckpt]))
-    with pytest.raises(InputError, match="does not exist"):
-        cmd_bench(parse([str(tmp_path / "missing.onnx")]))
-    with pytest.raises(InputError, match="--runtime"):
-        cmd_bench(parse([built.onnx, *TINY_SWEEP, "--runtime", "no-such-runner"]))
+@pytest.mark.parametrize(
+    ("extra", "code", "needle"),
+    [
+        (["--seq-lens", "1,x"], 2, "--seq-lens must be comma-separated integers"),
+        (["--checkpoint", "CKPT"], 2, "--checkpoint is for an .onnx MODEL"),
+        (["--runtime", "no-such-runner"], 2, "--runtime no-such-runner is not a runner"),
+        (["--budget-s", "0"], 2, "--budget-s must be a finite number > 0, got 0.0"),
+        (["--budget-s", "nan"], 2, "--budget-s must be a finite number > 0, got nan"),
+        (["--tune-budget-s", "-1"], 2, "--tune-budget-s must be a finite number > 0"),
+        (["--warmup", "-1"], 2, "--warmup must be ≥ 0, got -1"),
+        (["--plot", "OUT/latency.jpg"], 2, "must end in .png"),
+        (["--markdown", "OUT/exists.md"], 2, "exists; pass --force"),
+    ],
+    ids=[
+        "seq_lens",
+        "checkpoint_twice",
+        "runtime",
+        "budget_0",
+        "budget_nan",
+        "tune_budget",
+        "warmup",
+        "plot_suffix",
+        "markdown_exists",
+    ],
+)
+def test_bench_refuses_bad_arguments(
+    extra: list[str],
+    code: int,
+    needle: str,
+    built: Built,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "exists.md").write_text("keep me")
+    argv = [a.replace("CKPT", built.ckpt).replace("OUT", str(tmp_path)) for a in extra]
+    assert main(["bench", built.ckpt, *argv]) == code
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()  # refused before anything ran
+    assert line.startswith("rnnedge bench: error: ") and needle in line
+    assert (tmp_path / "exists.md").read_text() == "keep me"
+
+
+def test_bench_missing_model_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", str(tmp_path / "missing.onnx")]) == 3
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_run_bench_is_a_library_call(built: Built) -> None:
+    """What the command does, from Python: a typed config in, plain data out, no argparse."""
+    lines: list[str] = []
+    data = run_bench(
+        BenchConfig(
+            Path(built.onnx),
+            checkpoint=Path(built.ckpt),
+            shapes=((2, 3),),
+            budget_s=0.01,
+            warmup=1,
+            retries=0,
+            stream=False,
+            runtimes=("eager", "ort-raw"),
+        ),
+        say=lines.append,
+    )
+    assert set(data["runners"]) == {"eager", "ort-raw"}
+    assert [(p["runner"], p["batch"], p["seq_len"]) for p in data["points"]] == [
+        ("eager", 2, 3),
+        ("ort-raw", 2, 3),
+    ]
+    assert len(lines) == 2 and lines[0].startswith("eager batch=2 seq_len=3: p50 ")
+    with pytest.raises(InputError, match="budget_s must be > 0"):
+        run_bench(BenchConfig(Path(built.onnx), budget_s=0.0))
+    with pytest.raises(InputError, match="not available here"):
+        run_bench(
+            BenchConfig(
+                Path(built.onnx), shapes=((1, 1),), budget_s=0.01, runtimes=("no-such-runner",)
+            )
+        )
 
 
 def test_bench_of_an_onnx_file_needs_neither_torch_nor_onnx(built: Built) -> None:
@@ -166,22 +285,18 @@ def test_bench_of_an_onnx_file_needs_neither_torch_nor_onnx(built: Built) -> Non
     import textwrap
 
     code = textwrap.dedent(f"""
-        import sys, importlib.abc, argparse, json
+        import sys, importlib.abc, json
         class _Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in ("torch", "onnx", "onnxscript", "matplotlib"):
                     raise ImportError(name + " is blocked in this test")
         sys.meta_path.insert(0, _Block())
-        from rnnedge.cli.bench import add_bench_parser, cmd_bench
-        p = argparse.ArgumentParser()
-        add_bench_parser(p.add_subparsers(dest="command"))
-        args = p.parse_args(["bench", {built.onnx!r}, "--seq-lens", "1,4", "--batches", "1",
-                             "--budget-s", "0.01", "--warmup", "1", "--retries", "0",
-                             "--json"])
-        raise SystemExit(cmd_bench(args))
+        from rnnedge.cli.main import main
+        raise SystemExit(main(["bench", {built.onnx!r}, "--seq-lens", "1,4", "--batches", "1",
+                               "--budget-s", "0.01", "--warmup", "1", "--retries", "0",
+                               "--json"]))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert {"ort-raw", "rnnedge"} <= set(data["runners"]) and "eager" in data["skipped"]

@@ -27,8 +27,9 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import rnnedge  # noqa: E402
+from rnnedge.cli.common import UsageError  # noqa: E402
 from rnnedge.cli.main import main  # noqa: E402
-from rnnedge.errors import EXIT_CODES, ExportError  # noqa: E402
+from rnnedge.errors import EXIT_CODES, ExportError, RnnEdgeError  # noqa: E402
 from rnnedge.modeling import data  # noqa: E402
 
 TINY = ["--epochs", "2", "--hidden-size", "8", "--window", "16"]
@@ -264,6 +265,20 @@ def test_nan_policy_zero_accepts_nan(
     np.testing.assert_allclose(got, _expected(built, values, nan_policy="zero"), atol=1e-6)
 
 
+def test_nan_policy_interpolate_fills_gaps_as_training_does(
+    built: Built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = built.values.copy()
+    values[[4, 5], 0] = np.nan
+    csv = _write_csv(tmp_path / "gap.csv", ["v"], [[repr(float(v))] for v in values[:, 0]])
+    filled = values.copy()
+    step = (built.values[6, 0] - built.values[3, 0]) / 3
+    filled[[4, 5], 0] = [built.values[3, 0] + step, built.values[3, 0] + 2 * step]
+    assert main(["run", built.onnx, "--input", csv, "--nan-policy", "interpolate"]) == 0
+    _, got = _read_csv_forecast(capsys.readouterr().out)
+    np.testing.assert_allclose(got, _expected(built, filled), atol=1e-5)
+
+
 def test_runtimes_lists_ort_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runtimes", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -329,23 +344,93 @@ def _case(name: str, built: Built, tmp: Path) -> tuple[list[str], int, list[str]
         values[12, 0] = np.nan
         csv = _write_csv(tmp / "nan.csv", ["v"], [[repr(float(v))] for v in values[:, 0]])
         stream = ["--stream", "--chunk", "5"] if name == "nan_stream" else []
-        # the index is the series' own, also when streaming in chunks
-        return ["run", built.onnx, "--input", csv, *stream], 3, ["NaN", "index (0, 12, 0)"]
+        # the row is the file's own, also when streaming in chunks
+        return (
+            ["run", built.onnx, "--input", csv, *stream],
+            3,
+            ["'v' is missing a value", "data row 13", "file line 14", "--nan-policy"],
+        )
     if name == "two_features":
-        csv = _write_csv(tmp / "two.csv", ["a", "b"], [[i, 2 * i] for i in range(20)])
+        rows = [[repr(float(v)), repr(float(-v))] for v in built.values[:20, 0]]
+        csv = _write_csv(tmp / "two.csv", ["a", "b"], rows)
         return ["run", built.onnx, "--input", csv], 3, ["2 features", "expects 1"]
     if name == "unknown_runtime_run":
         return [*run, "--runtime", "nope"], 5, ["'nope'", "ort-cpu"]
     if name == "unknown_runtime_verify":
         return [*verify, "--runtime", "nope"], 5, ["'nope'", "ort-cpu"]
+    # bad command-line values: exit 2, whatever the data
     if name == "chunk_0":
-        return [*run, "--stream", "--chunk", "0"], 3, ["--chunk", "0"]
+        return [*run, "--stream", "--chunk", "0"], 2, ["--chunk", "0"]
     if name == "seq_lens_0":
-        return [*verify, "--seq-lens", "0"], 3, ["--seq-lens", "'0'"]
+        return [*verify, "--seq-lens", "0"], 2, ["--seq-lens", "'0'"]
     if name == "seq_lens_text":
-        return [*verify, "--seq-lens", "1,x"], 3, ["--seq-lens", "'1,x'"]
+        return [*verify, "--seq-lens", "1,x"], 2, ["--seq-lens", "'1,x'"]
     if name == "bad_output_suffix":
-        return [*run, "-o", str(tmp / "out.txt")], 3, ["out.txt", ".csv, .npy or .json"]
+        return [*run, "-o", str(tmp / "out.txt")], 2, ["out.txt", ".csv, .npy or .json"]
+    if name == "existing_output":
+        (tmp / "out.csv").write_text("keep me\n")
+        return [*run, "-o", str(tmp / "out.csv")], 2, ["out.csv", "exists", "--force"]
+    if name == "existing_checkpoint":
+        (tmp / "model.pt").write_text("keep me\n")
+        return ["train", *TINY, "-o", str(tmp / "model.pt")], 2, ["model.pt", "--force"]
+    if name == "existing_export_default":
+        ckpt = tmp / "m.pt"
+        ckpt.write_bytes(Path(built.ckpt).read_bytes())
+        (tmp / "m.onnx").write_text("keep me\n")  # where export writes without -o
+        return ["export", str(ckpt)], 2, ["m.onnx", "exists", "--force"]
+    if name == "export_suffix":
+        return ["export", built.ckpt, "-o", str(tmp / "m.bin")], 2, ["m.bin", ".onnx"]
+    if name == "train_suffix":
+        return ["train", *TINY, "-o", str(tmp / "m.onnx")], 2, ["m.onnx", ".pt or .pth"]
+    if name == "epochs_0":
+        return ["train", "--epochs", "0", "-o", str(tmp / "m.pt")], 2, ["--epochs", "≥ 1", "0"]
+    if name == "lr_nan":
+        return ["train", *TINY, "--lr", "nan", "-o", str(tmp / "m.pt")], 2, ["--lr", "nan"]
+    if name == "lr_negative":
+        return ["train", *TINY, "--lr", "-0.1", "-o", str(tmp / "m.pt")], 2, ["--lr", "-0.1"]
+    if name == "dropout_1":
+        return ["train", "--dropout", "1", "-o", str(tmp / "m.pt")], 2, ["--dropout", "[0, 1)"]
+    if name == "val_fraction_0":
+        return (
+            ["train", "--val-fraction", "0", "-o", str(tmp / "m.pt")],
+            2,
+            ["--val-fraction", "(0, 1)"],
+        )
+    if name == "empty_column_name":
+        return [*run, "--columns", "SUNACTIVITY,"], 2, ["--columns", "'SUNACTIVITY,'"]
+    if name == "state_malformed":
+        return [*run, "--state", "h0"], 2, ["--state", "'h0'", "input:output"]
+    if name == "lint_seq_len_0":
+        return ["lint", built.onnx, "--seq-len", "0"], 2, ["--seq-len", "0"]
+    if name == "opset_0":
+        return ["export", built.ckpt, "-o", str(tmp / "m.onnx"), "--opset", "0"], 2, ["--opset"]
+    if name == "output_under_a_file":
+        (tmp / "afile").write_text("keep me\n")
+        return [*run, "-o", str(tmp / "afile" / "out.csv")], 2, ["afile", "is a file"]
+    if name == "output_is_the_input":  # not even --force
+        data = tmp / "series.csv"
+        data.write_bytes(Path(built.csv).read_bytes())
+        argv = ["run", built.onnx, "--input", str(data), "-o", str(data), "--force"]
+        return argv, 2, ["is the input", "--force does not change that"]
+    if name == "output_links_to_the_input":
+        data = tmp / "series.csv"
+        data.write_bytes(Path(built.csv).read_bytes())
+        os.link(data, tmp / "link.csv")
+        argv = ["run", built.onnx, "--input", str(data), "-o", str(tmp / "link.csv"), "--force"]
+        return argv, 2, ["link.csv", "is the input"]
+    if name == "output_name_too_long":
+        return [*run, "-o", str(tmp / ("o" * 250 + ".csv"))], 2, ["name of 254 bytes"]
+    if name == "duplicate_columns":
+        return [*run, "--columns", "SUNACTIVITY,SUNACTIVITY"], 2, ["'SUNACTIVITY' twice"]
+    if name == "nul_in_path":
+        return ["run", built.onnx, "--input", "a\x00b.csv"], 2, ["input holds a NUL byte"]
+    if name == "newline_in_value":
+        return [*run, "--state", "h0\nhn"], 2, ["'h0\\nhn'"]
+    if name == "hidden_size_huge":
+        argv = ["train", "--hidden-size", "9" * 30, "-o", str(tmp / "m.pt")]
+        return argv, 2, ["--hidden-size must be ≤ 4096"]
+    if name == "batches_huge":
+        return [*verify, "--batches", "1000000000000"], 2, ["--batches", "≤ 2147483647"]
     raise AssertionError(name)
 
 
@@ -365,21 +450,47 @@ CASES = [
     "seq_lens_0",
     "seq_lens_text",
     "bad_output_suffix",
+    "existing_output",
+    "existing_checkpoint",
+    "existing_export_default",
+    "export_suffix",
+    "train_suffix",
+    "epochs_0",
+    "lr_nan",
+    "lr_negative",
+    "dropout_1",
+    "val_fraction_0",
+    "empty_column_name",
+    "state_malformed",
+    "lint_seq_len_0",
+    "opset_0",
+    "output_under_a_file",
+    "output_is_the_input",
+    "output_links_to_the_input",
+    "output_name_too_long",
+    "duplicate_columns",
+    "nul_in_path",
+    "newline_in_value",
+    "hidden_size_huge",
+    "batches_huge",
 ]
 
 
-@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+@pytest.mark.parametrize("debug", ["plain", "before", "after"])
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input(
-    name: str, debug: bool, built: Built, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    name: str, debug: str, built: Built, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """`--debug` works before the command (`rnnedge --debug run ...`) and after it."""
     argv, code, needles = _case(name, built, tmp_path)
-    before = sorted(os.listdir(tmp_path))
-    rc = main(["--debug", *argv] if debug else argv)
+    before = {
+        n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path) if (tmp_path / n).is_file()
+    }
+    rc = main({"plain": argv, "before": ["--debug", *argv], "after": [*argv, "--debug"]}[debug])
     out, err = capfd.readouterr()
     assert rc == code
     assert out == ""
-    if debug:
+    if debug != "plain":
         assert "Traceback" in err
         line = err.strip().splitlines()[-1]
         assert line.startswith(f"rnnedge {argv[0]}: error: ")
@@ -387,12 +498,17 @@ def test_bad_input(
         line = _one_error_line(err, argv[0])
     for needle in needles:
         assert needle in line
-    assert sorted(os.listdir(tmp_path)) == before  # nothing written, not even in part
+    after = {
+        n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path) if (tmp_path / n).is_file()
+    }
+    assert after == before  # nothing written or replaced, not even in part
 
 
 def test_exit_codes_are_distinct() -> None:
+    """One code per error class; 0, 1 and 2 (the command line, `UsageError`) are not theirs."""
     codes = [c for name, c in EXIT_CODES.items() if name != "RnnEdgeError"]
-    assert codes == [3, 4, 5, 6, 7, 8, 9]
+    assert len(set(codes)) == len(codes) and min(codes) == 3
+    assert UsageError.exit_code == 2 and issubclass(UsageError, RnnEdgeError)
 
 
 @pytest.mark.parametrize("command", ["export", "verify"])
@@ -418,18 +534,48 @@ def test_checkpoint_with_pickled_code_is_refused_not_run(
     assert marker.exists()
 
 
-def test_argparse_errors_exit_2(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (
-        ["run", built.onnx],  # --input missing
-        ["run", built.onnx, "--input", built.csv, "--chunk", "seven"],
-        ["verify", built.onnx, "--checkpoint", built.ckpt, "--runtime"],
-        ["frobnicate"],
-    ):
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code == 2
-        err = capsys.readouterr().err
-        assert "usage: rnnedge" in err and "error:" in err and "Traceback" not in err
+@pytest.mark.parametrize(
+    ("argv", "prefix", "needle"),
+    [
+        (["run", "m.onnx"], "rnnedge run", "the following arguments are required: --input"),
+        (
+            ["run", "m.onnx", "--input", "s.csv", "--chunk", "seven"],
+            "rnnedge run",
+            "argument --chunk: invalid int value: 'seven'",
+        ),
+        (
+            ["verify", "m.onnx", "--checkpoint", "m.pt", "--runtime"],
+            "rnnedge verify",
+            "argument --runtime: expected one argument",
+        ),
+        (
+            ["run", "m.onnx", "--input", "s.csv", "--nan-policy", "a\nb"],
+            "rnnedge run",
+            "invalid choice: 'a\\nb'",
+        ),
+        (["frobnicate"], "rnnedge", "invalid choice: 'frobnicate'"),
+    ],
+    ids=["missing", "not_an_int", "no_value", "newline_in_value", "unknown_command"],
+)
+def test_argparse_errors_exit_2_in_one_line(
+    argv: list[str], prefix: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What argparse refuses is one line too, pointing at the help instead of printing it."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"{prefix}: error: ") and line.endswith(f"(see {prefix} --help)")
+    assert needle in line
+
+
+def test_help_and_no_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: rnnedge run [-h] [--debug]")
     assert main([]) == 2  # no command: help, and the usage exit code
     assert "usage: rnnedge" in capsys.readouterr().out
 
@@ -453,7 +599,7 @@ def test_failed_export_writes_nothing(
         raise ExportError("simulated: wrong at other lengths")
 
     monkeypatch.setattr("rnnedge.exporters.onnx._verify", failing_verify)
-    rc = main(["export", built.ckpt, "-o", str(out)])
+    rc = main(["export", built.ckpt, "-o", str(out), *(["--force"] if existing else [])])
     line = _one_error_line(capsys.readouterr().err, "export")
     assert rc == 7 and "simulated" in line
     assert temp_existed == [True]  # the export was really written, then thrown away
@@ -486,7 +632,7 @@ def test_train_failing_midway_writes_no_checkpoint(
         epochs.append(epoch)
         raise exc
 
-    monkeypatch.setattr("rnnedge.cli.commands._progress", progress)
+    monkeypatch.setattr("rnnedge.cli.train.epoch_progress", progress)
     out = tmp_path / "model.pt"
     rc = main(["train", *TINY, "-o", str(out)])
     err = capsys.readouterr().err
@@ -512,7 +658,7 @@ def test_train_failing_while_saving_keeps_the_old_checkpoint(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", save_half)
-    rc = main(["train", *TINY, "-o", str(out), "--json"])
+    rc = main(["train", *TINY, "-o", str(out), "--force", "--json"])
     err = capsys.readouterr().err
     assert rc == 1 and "No space left on device" in err
     assert out.read_bytes() == b"the previous checkpoint"
@@ -545,10 +691,18 @@ def test_subprocess_runs_and_fails_cleanly(built: Built, tmp_path: Path) -> None
     assert "missing.onnx" in line
 
     (tmp_path / "model.onnx").write_bytes(os.urandom(300))
-    dbg = _cli("--debug", "run", "model.onnx", "--input", built.csv, cwd=tmp_path)
-    assert dbg.returncode == 4
-    assert "Traceback" in dbg.stderr
-    assert dbg.stderr.strip().splitlines()[-1].startswith("rnnedge run: error: ")
+    for argv in (
+        ("--debug", "run", "model.onnx", "--input", built.csv),
+        ("run", "model.onnx", "--input", built.csv, "--debug"),
+    ):
+        dbg = _cli(*argv, cwd=tmp_path)
+        assert dbg.returncode == 4
+        assert "Traceback" in dbg.stderr
+        assert dbg.stderr.strip().splitlines()[-1].startswith("rnnedge run: error: ")
+
+    usage = _cli("run", built.onnx, "--input", built.csv, "--stream", "--chunk", "0", cwd=tmp_path)
+    assert usage.returncode == 2 and usage.stdout == ""
+    assert "--chunk must be ≥ 1, got 0" in _one_error_line(usage.stderr, "run")
 
 
 def test_subprocess_usage_error_and_runtimes(tmp_path: Path) -> None:
@@ -558,3 +712,12 @@ def test_subprocess_usage_error_and_runtimes(tmp_path: Path) -> None:
     rts = _cli("runtimes", "--json", cwd=tmp_path)
     assert rts.returncode == 0, rts.stderr
     assert json.loads(rts.stdout)["ort-cpu"]["available"] is True
+
+
+def test_console_script_is_the_cli_main() -> None:
+    """`pyproject`'s `rnnedge` script points at `rnnedge.cli.main:main`, and it loads."""
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "rnnedge"]
+    assert script.value == "rnnedge.cli.main:main"
+    assert script.load() is main

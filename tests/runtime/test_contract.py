@@ -1,7 +1,9 @@
 """One contract, run against every registered runtime that can run here.
 
 A runtime that is registered but unavailable is skipped with its reason, so the same test
-covers ort-cuda and tensorrt on machines that have them.
+covers ort-cuda and tensorrt on machines that have them. Their cases carry the `gpu` and
+`tensorrt` markers, so `pytest -m gpu` runs the ort-cuda case, and with RNNEDGE_REQUIRE_GPU=1
+its skip is a failure.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ def _ort_factory(cls: type[Runner]) -> Runner:
     return cls(FIXTURE)  # type: ignore[call-arg]
 
 
+def _tensorrt_factory(cls: type[Runner]) -> Runner:
+    """The runner loads plans; the fixture is built into one by the exporter's loader."""
+    from rnnedge.exporters.tensorrt import EngineFromOnnx
+
+    return cls(FIXTURE, loader=EngineFromOnnx(FIXTURE, batch=(1, 2, 4),  # type: ignore[call-arg]
+                                              seq_len=(1, 5, 16)))
+
+
 def _torch_factory(cls: type[Runner]) -> Runner:
     import torch
 
@@ -37,10 +47,13 @@ def _torch_factory(cls: type[Runner]) -> Runner:
     return cls(TimeMajorLstm(), ["input", "h0", "c0"], ["output", "hn", "cn"])  # type: ignore
 
 
-FACTORIES: dict[str, Callable[[type[Runner]], Runner]] = {"torch": _torch_factory}
+FACTORIES: dict[str, Callable[[type[Runner]], Runner]] = {"torch": _torch_factory,
+                                                          "tensorrt": _tensorrt_factory}
+MARKS = {"ort-cuda": [pytest.mark.gpu], "tensorrt": [pytest.mark.tensorrt],
+         "torch": [pytest.mark.torch]}
 
 
-@pytest.mark.parametrize("name", registered())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, [])) for n in registered()])
 def test_runner_contract(name: str) -> None:
     why = availability()[name]
     if why is not None:

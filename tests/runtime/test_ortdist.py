@@ -2,7 +2,8 @@
 
 The second half runs `CudaStepSession`'s double-buffered stream on the CPU provider, the
 refusal of a session that fell back to the CPU, and the fp16 conversion, so that logic is
-covered on machines without a GPU (tests/gpu runs it on CUDA).
+covered on machines without a GPU (test_ort_cuda.py runs it on CUDA; test_gpu_paths.py has
+the CPU-side checks of the other GPU-path defenses).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rnnedge.errors import InputError, ModelFileError, RuntimeUnavailableError, StreamError
+from rnnedge.errors import (
+    DeviceError,
+    InputError,
+    ModelFileError,
+    RuntimeUnavailableError,
+    StreamError,
+)
 from rnnedge.runtime.backends import ortdist
 from rnnedge.runtime.backends.ort import open_session
 from rnnedge.runtime.backends.ort_cuda import CUDA_EP, CudaStepSession, OrtCudaRunner, convert_fp16
@@ -296,25 +303,34 @@ def test_convert_fp16_writes_a_sorted_checked_fp16_graph(tmp_path: Path) -> None
         convert_fp16(tmp_path / "missing.onnx", tmp_path / "x.onnx")
 
 
-def test_a_failed_step_leaves_the_state_alone() -> None:
+@pytest.mark.parametrize(("graph_ids", "message", "error"), [
+    (None, "CUDA failure 2: out of memory ; GPU=0 ; expr=cudaMalloc", DeviceError),
+    (None, "CUDNN failure 8: CUDNN_STATUS_EXECUTION_FAILED ; GPU=0", DeviceError),
+    (None, "Got invalid dimensions for input: x", InputError),
+    ([1, 2], "CUDA failure 900: operation not permitted when stream is capturing",
+     RuntimeUnavailableError),
+    ([1, 2], "CUDA failure 700: an illegal memory access was encountered", DeviceError),
+])
+def test_a_failed_step_is_said_as_what_it_is_and_leaves_the_state_alone(
+        graph_ids: list[int] | None, message: str, error: type[Exception]) -> None:
     session = open_session(FIXTURES / "foreign_gru_state.onnx")
     spec = resolve_spec(session)
     x = _sequence(spec, 1, 2)
-    for graph_ids, error in ((None, InputError), ([1, 2], RuntimeUnavailableError)):
-        stream = CudaStepSession(session, spec, device=("cpu", 0), graph_ids=graph_ids)
-        stream.step(_chunks(x, spec, [1])[0])
-        before = stream.state
+    stream = CudaStepSession(session, spec, device=("cpu", 0), graph_ids=graph_ids)
+    stream.step(_chunks(x, spec, [1])[0])
+    before = stream.state
 
-        class Failing:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(session, name)
+    class Failing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(session, name)
 
-            def run_with_iobinding(self, *args: Any) -> None:
-                raise RuntimeError("CUDA failure 900: operation not permitted when capturing")
+        def run_with_iobinding(self, *args: Any) -> None:
+            raise RuntimeError(message)
 
-        stream.session = Failing()
-        with pytest.raises(error, match="failure 900"):
-            stream.step(_chunks(x, spec, [1, 1])[1])
-        assert stream.steps == 1
-        for name, value in stream.state.items():
-            np.testing.assert_array_equal(value, before[name])
+    stream.session = Failing()
+    with pytest.raises(error, match=message.split(":")[0]) as caught:
+        stream.step(_chunks(x, spec, [1, 1])[1])
+    assert type(caught.value) is error
+    assert stream.steps == 1
+    for name, value in stream.state.items():
+        np.testing.assert_array_equal(value, before[name])

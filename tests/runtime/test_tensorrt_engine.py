@@ -1,7 +1,7 @@
 """TensorRT engines built from exported models: parity, profiles, the manifest and its cache.
 
-Needs the `tensorrt` module and a GPU; every test skips itself without them (a folder named
-tensorrt on sys.path is not TensorRT, hence the explicit check below).
+Needs the `tensorrt` module and a GPU; the `tensorrt` marker skips every test without them (a
+folder named tensorrt on sys.path is not TensorRT: tests/conftest.py asks for a real module).
 """
 
 from __future__ import annotations
@@ -15,21 +15,19 @@ import pytest
 
 from rnnedge.errors import InputError, RuntimeUnavailableError
 from rnnedge.exporters.tensorrt import (
+    EngineFromOnnx,
     Manifest,
     build_engine,
+    ensure_engine,
     manifest_path,
-    module_present,
     trt_major,
 )
-from rnnedge.runtime.backends.tensorrt import TensorRTRunner, ensure_engine
+from rnnedge.runtime.backends.tensorrt import TensorRTRunner
 from rnnedge.runtime.inputs import zero_state
 from rnnedge.spec import RnnSpec
 from rnnedge.verify.parity import TOLERANCES, check_parity, shape_grid
 
-pytestmark = [
-    pytest.mark.tensorrt,
-    pytest.mark.skipif(not module_present("tensorrt"), reason="tensorrt: not installed"),
-]
+pytestmark = pytest.mark.tensorrt  # tests/conftest.py skips it without a real tensorrt
 BATCH, SEQ = (1, 2, 4), (1, 16, 64)
 
 
@@ -121,3 +119,14 @@ def test_fp16_per_tensorrt_version(exported: tuple, tmp_path: Path) -> None:
         report = check_parity(ref, [engine], spec, shape_grid([1, 4], [1, 16]),
                               tolerance=TOLERANCES["fp16"])
     report.raise_if_failed()
+
+
+def test_runner_builds_through_a_loader_and_reuses_the_cache(exported: tuple, tmp_path: Path
+                                                             ) -> None:
+    path, model, spec = exported
+    loader = EngineFromOnnx(path, tmp_path / "loaded.plan", batch=BATCH, seq_len=SEQ)
+    with _eager(model, spec) as ref, TensorRTRunner(path, loader=loader) as engine:
+        assert loader.reused is False and "no manifest" in engine.build_reason
+        check_parity(ref, [engine], spec, shape_grid([1, 4], [1, 16])).raise_if_failed()
+    with TensorRTRunner(loader) as engine:  # Polygraphy style: the loader alone
+        assert loader.reused is True and engine.plan == tmp_path / "loaded.plan"

@@ -1,4 +1,8 @@
-"""TensorRT logic that needs no GPU: profiles, ORT-TRT strings, manifests, cache decisions."""
+"""TensorRT logic that needs no GPU: profiles, ORT-TRT strings, manifests, cache decisions.
+
+The plan side (`trt_plan`) is what the runtime loads with; the builder side
+(`rnnedge.exporters.tensorrt`) re-exports it, and both are checked here.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +15,24 @@ import pytest
 
 from rnnedge.errors import InputError, ModelFileError, RuntimeUnavailableError
 from rnnedge.exporters import tensorrt as trt_export
-from rnnedge.exporters.tensorrt import (
-    COMPARED,
-    Manifest,
-    cache_decision,
-    check_range,
-    manifest_path,
-    profiles_from_ranges,
-    stale_reason,
-)
+from rnnedge.exporters.tensorrt import default_plan_path
+from rnnedge.runtime.backends import trt_plan
 from rnnedge.runtime.backends.tensorrt import (
     TensorRTRunner,
-    check_profile,
-    default_plan_path,
     format_shapes,
     ort_trt_options,
     ort_trt_providers,
+)
+from rnnedge.runtime.backends.trt_plan import (
+    COMPARED,
+    Manifest,
+    cache_decision,
+    check_profile,
+    check_range,
+    manifest_path,
     profile_violations,
+    profiles_from_ranges,
+    stale_reason,
 )
 from rnnedge.spec import RnnSpec, StatePair, TensorSpec
 
@@ -119,6 +124,10 @@ def test_ort_trt_profile_strings() -> None:
     providers = ort_trt_providers(p)
     assert [x[0] if isinstance(x, tuple) else x for x in providers] == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    # what TensorRT leaves runs on CUDA in true fp32 too, unless TF32 is asked for
+    assert providers[1][1] == {"device_id": "0", "use_tf32": "0"}
+    assert ort_trt_providers(p, allow_tf32=True, device_id=2)[1][1] == {
+        "device_id": "2", "use_tf32": "1"}
 
 
 def _manifest(**changes: object) -> Manifest:
@@ -252,12 +261,12 @@ def test_a_tests_folder_named_tensorrt_is_not_tensorrt() -> None:
 
     spec = importlib.util.find_spec("tensorrt")
     if spec is not None and spec.origin is None:
-        assert not trt_export.module_present("tensorrt")
-    assert not trt_export.module_present("no_such_module_for_rnnedge")
+        assert not trt_plan.module_present("tensorrt")
+    assert not trt_plan.module_present("no_such_module_for_rnnedge")
 
 
 def test_tensorrt_runner_says_why_it_is_unavailable() -> None:
-    if trt_export.module_present("tensorrt"):
+    if trt_plan.module_present("tensorrt"):
         pytest.skip("tensorrt is installed here")
     reason = TensorRTRunner.unavailable_reason()
     assert reason is not None and "tensorrt" in reason
@@ -268,7 +277,7 @@ def test_tensorrt_runner_says_why_it_is_unavailable() -> None:
 
 
 def test_build_engine_without_tensorrt_is_refused(tmp_path: Path) -> None:
-    if trt_export.module_present("tensorrt"):
+    if trt_plan.module_present("tensorrt"):
         pytest.skip("tensorrt is installed here")
     with pytest.raises(RuntimeUnavailableError, match="tensorrt"):
         trt_export.build_engine(tmp_path / "m.onnx", tmp_path / "m.plan")

@@ -296,11 +296,7 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
 
 def test_serve_command_stops_on_sigterm(tmp_path: Path, triton_ok: None) -> None:
     http, grpc = _free_ports(2)
-    code = ("import argparse, sys\n"
-            "from rnnedge.cli.serving import add_serving_parsers, cmd_serve\n"
-            "p = argparse.ArgumentParser()\n"
-            "add_serving_parsers(p.add_subparsers(dest='command'))\n"
-            "sys.exit(cmd_serve(p.parse_args(sys.argv[1:])))\n")
+    code = "import sys\nfrom rnnedge.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
     args = [sys.executable, "-c", code, "serve", str(GRU), "--http-port", str(http),
             "--grpc-port", str(grpc), "--log-file", str(tmp_path / "triton.log")]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -8,7 +8,6 @@ carrying the batch-first state between chunks from a zero start.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -21,7 +20,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import rnnedge  # noqa: E402
-from rnnedge.cli.serving import add_serving_parsers, cmd_triton  # noqa: E402
+from rnnedge.cli.main import main  # noqa: E402
 from rnnedge.errors import ExportError, InputError, UnsupportedModelError  # noqa: E402
 from rnnedge.serving import triton_repo, triton_wrapper  # noqa: E402
 from rnnedge.serving.triton_repo import (  # noqa: E402
@@ -157,7 +156,7 @@ def test_config_has_sequence_batcher_and_implicit_state(tmp_path: Path) -> None:
     sb = cfg.sequence_batching
     assert sb.WhichOneof("strategy_choice") == "oldest"
     assert list(sb.oldest.preferred_batch_size) == [4]
-    assert sb.max_sequence_idle_microseconds == 5_000_000
+    assert sb.max_sequence_idle_microseconds == 60_000_000  # the one default, as `serve`
     kinds = {c.name: c.control[0] for c in sb.control_input}
     assert set(kinds) == {"START", "READY", "END", "CORRID"}
     assert kinds["START"].kind == pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START
@@ -273,16 +272,12 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_cli_writes_repository(tmp_path: Path, normalized_tm: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser(prog="rnnedge")
-    add_serving_parsers(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["triton", str(normalized_tm), "-o", str(tmp_path / "repo"),
-                              "--max-batch-size", "2", "--idle-timeout", "2.5", "--json"])
-    assert cmd_triton(args) == 0
+    assert main(["triton", str(normalized_tm), "-o", str(tmp_path / "repo"),
+                 "--max-batch-size", "2", "--idle-timeout", "2.5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model_dir"] == str(tmp_path / "repo" / "gru_norm_tm")
     assert out["max_abs_diff"] < 1e-4
     text = (tmp_path / "repo" / "gru_norm_tm" / "config.pbtxt").read_text()
     assert "max_sequence_idle_microseconds: 2500000" in text
-    args = parser.parse_args(["triton", str(GRU), "-o", str(tmp_path / "repo"), "--name", "g"])
-    assert cmd_triton(args) == 0
+    assert main(["triton", str(GRU), "-o", str(tmp_path / "repo"), "--name", "g"]) == 0
     assert "wrapper equals the original" in capsys.readouterr().out

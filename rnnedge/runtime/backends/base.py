@@ -1,15 +1,22 @@
 """The Runner contract every backend follows, and the registry that finds them lazily.
 
-Construction is cheap and never imports a heavy backend; `__enter__` does the heavy work
-(session, engine, buffers). The registry maps names to "module:Class" strings so asking for
-`ort-cpu` never imports torch, and asking for a missing backend says what is missing and what
-is available here.
+Construction is cheap and never imports a heavy backend; `activate()` does the heavy work
+(session, engine, buffers). The registry maps names to "module:Class" strings plus what can be
+checked without importing anything: the modules a backend needs (`importlib.util.find_spec`)
+and files their packages must ship (the CUDA provider library inside `onnxruntime/capi`). So
+`rnnedge.load` on a runtime-only install probes every backend statically and imports only the
+one it runs; the detailed reasons (package metadata, provider lists) are read only for a
+runtime that passed those checks or for a full listing (`availability`, `rnnedge runtimes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,10 +51,19 @@ class Runner:
     def activate(self) -> Runner:
         """Do the heavy work (session, engine, buffers) once; a second call does nothing.
 
-        Returns the runner, so `runner = Cls(path).activate()` reads as one step.
+        A failed activation releases whatever it had taken before raising, so a caller never
+        holds half a runner. Returns the runner, so `runner = Cls(path).activate()` reads as
+        one step.
         """
         if not self._active:
-            self._activate_impl()
+            try:
+                self._activate_impl()
+            except BaseException:
+                # the error being raised is the one to report; a release that trips over
+                # the half-built state must not replace it
+                with contextlib.suppress(Exception):
+                    self._deactivate_impl()
+                raise
             self._active = True
         return self
 
@@ -94,7 +110,8 @@ class Runner:
         raise NotImplementedError
 
     def _deactivate_impl(self) -> None:
-        pass
+        """Release resources; also called after a failed `_activate_impl`, so it must cope
+        with a half-built runner."""
 
     def _input_specs_impl(self) -> list[TensorSpec]:  # pragma: no cover
         raise NotImplementedError
@@ -106,36 +123,107 @@ class Runner:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, str] = {}
+@dataclass(frozen=True)
+class Backend:
+    """A registry entry: where the runner class lives, and what can be checked without it.
+
+    Attributes:
+        target: "module:Class", imported only when the runner is wanted.
+        requires: modules that must be findable (`find_spec`, nothing imported).
+        files: (module, glob) pairs: a file that module's package folder must hold, e.g.
+            the CUDA provider library that only GPU builds of onnxruntime ship.
+        install_hint: what to run when a check fails.
+    """
+
+    target: str
+    requires: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
+    install_hint: str = ""
 
 
-def register(name: str, target: str) -> None:
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register(
+    name: str,
+    target: str,
+    *,
+    requires: tuple[str, ...] = (),
+    files: tuple[tuple[str, str], ...] = (),
+    install_hint: str = "",
+) -> None:
     """Register `target` ("module:Class") under `name`; a duplicate name is a bug."""
-    if name in _REGISTRY and _REGISTRY[name] != target:
-        raise ValueError(f"runner name '{name}' already registered for {_REGISTRY[name]}")
-    _REGISTRY[name] = target
+    entry = Backend(target, tuple(requires), tuple(files), install_hint)
+    if name in _REGISTRY and _REGISTRY[name] != entry:
+        raise ValueError(f"runner name '{name}' already registered for {_REGISTRY[name].target}")
+    _REGISTRY[name] = entry
 
 
 def registered() -> list[str]:
     return list(_REGISTRY)
 
 
+def _package_folder(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
+def probe(name: str) -> str | None:
+    """Why runtime `name` cannot work here from static checks alone, or None if it may.
+
+    Imports nothing and reads no package metadata: a None here still leaves the runner's own
+    `unavailable_reason` to say the final word (see `usable`).
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        return f"unknown runtime '{name}'"
+    hint = f" ({entry.install_hint})" if entry.install_hint else ""
+    missing = [m for m in entry.requires if not is_available(m)]
+    if missing:
+        return f"missing {', '.join(missing)}{hint}"
+    for module, pattern in entry.files:
+        folder = _package_folder(module)
+        if folder is None or not any(folder.glob(pattern)):
+            return f"the installed {module} has no {pattern}{hint}"
+    return None
+
+
 def runner_class(name: str) -> type[Runner]:
     """Import and return the runner class for `name`, with a helpful error when it can't be."""
     if name not in _REGISTRY:
-        usable = [n for n, why in availability().items() if why is None]
+        usable_here = [n for n, why in availability().items() if why is None]
         raise RuntimeUnavailableError(
-            f"unknown runtime '{name}'; available here: {', '.join(usable) or 'none'} "
+            f"unknown runtime '{name}'; available here: {', '.join(usable_here) or 'none'} "
             f"(registered: {', '.join(_REGISTRY)})"
         )
-    module_name, _, cls_name = _REGISTRY[name].partition(":")
+    module_name, _, cls_name = _REGISTRY[name].target.partition(":")
     module = importlib.import_module(module_name)
     cls: type[Runner] = getattr(module, cls_name)
     return cls
 
 
+def usable(name: str) -> str | None:
+    """Why runtime `name` cannot work here, or None; imports its runner only when the static
+    checks pass, so a missing backend costs a file lookup, not an import."""
+    why = probe(name)
+    if why is not None:
+        return why
+    try:
+        return runner_class(name).unavailable_reason()
+    except ImportError as exc:  # a broken backend must not break the others
+        return f"import failed: {exc}"
+
+
 def availability() -> dict[str, str | None]:
-    """Every registered runtime mapped to None (usable here) or the reason it is not."""
+    """Every registered runtime mapped to None (usable here) or the detailed reason it is not.
+
+    Asks every runner class (importing rnnedge's backend modules, never the heavy packages
+    they wrap), so a listing explains each absence in full; `usable` is the cheap check.
+    """
     out: dict[str, str | None] = {}
     for name in _REGISTRY:
         try:
@@ -150,10 +238,10 @@ def require_runner(name: str) -> type[Runner]:
     cls = runner_class(name)
     reason = cls.unavailable_reason()
     if reason is not None:
-        usable = [n for n, r in availability().items() if r is None]
+        usable_here = [n for n, r in availability().items() if r is None]
         raise RuntimeUnavailableError(
             f"runtime '{name}' is not available here: {reason}; available: "
-            f"{', '.join(usable) or 'none'}"
+            f"{', '.join(usable_here) or 'none'}"
         )
     return cls
 
@@ -167,7 +255,35 @@ def describe_feeds(feeds: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-register("ort-cpu", "rnnedge.runtime.backends.ort:OrtCpuRunner")
-register("torch", "rnnedge.modeling.torch_runner:TorchRunner")
-register("ort-cuda", "rnnedge.runtime.backends.ort_cuda:OrtCudaRunner")
-register("tensorrt", "rnnedge.runtime.backends.tensorrt:TensorRTRunner")
+_ORT = ("onnxruntime",)
+register(
+    "ort-cpu",
+    "rnnedge.runtime.backends.ort:OrtCpuRunner",
+    requires=_ORT,
+    install_hint="pip install 'rnnedge[cpu]'",
+)
+register(
+    "torch",
+    "rnnedge.modeling.torch_runner:TorchRunner",
+    requires=("torch",),
+    install_hint="pip install torch==2.13.0",
+)
+register(
+    "ort-cuda",
+    "rnnedge.runtime.backends.ort_cuda:OrtCudaRunner",
+    requires=_ORT,
+    files=(("onnxruntime", "capi/*onnxruntime_providers_cuda.*"),),
+    install_hint="pip install 'rnnedge[gpu]'",
+)
+register(
+    "tensorrt",
+    "rnnedge.runtime.backends.tensorrt:TensorRTRunner",
+    requires=("tensorrt",),
+    install_hint="pip install 'rnnedge[tensorrt]' on a machine with a GPU",
+)
+register(
+    "openvino",
+    "rnnedge.runtime.backends.openvino:OpenVINORunner",
+    requires=("openvino",),
+    install_hint="pip install 'rnnedge[openvino]'",
+)

@@ -1,10 +1,16 @@
-"""ONNX Runtime on CUDA: a GPU runner that never lands on the CPU unnoticed, and GPU streaming.
+"""ONNX Runtime on CUDA: a GPU runner that never lands on the CPU unnoticed.
 
-ONNX Runtime drops to the CPU provider when its CUDA provider library cannot load (missing
-CUDA/cuDNN libraries) and only logs it, so this runner checks `session.get_providers()` and
-refuses a session that is not on CUDA. Streaming keeps the recurrent state on the GPU: two
-preallocated state buffers swap roles every step, so `hn` never crosses PCIe, and with CUDA
-graphs each step is one graph launch instead of one launch per kernel.
+ONNX Runtime has three quiet ways off the GPU, and this runner closes each: a CUDA provider
+library that cannot load (missing CUDA/cuDNN libraries) leaves the session on the CPU provider
+with only a log line, so a one-node probe session must run on CUDA before the model is opened
+(and the model's session is refused unless CUDA is its first provider); the Python wrapper
+retries a failed session on the CPU and prints the error to stdout, so sessions are made with
+`enable_fallback=0`; nodes the CUDA provider has no kernel for (GRU with
+`linear_before_reset=0`, LSTM with peepholes) go to the CPU provider, so the placement is
+recorded and read back, and reported. The probe also keeps fp16 models off the CPU provider,
+whose graph optimizations crash ONNX Runtime on fp16 RNNs at `ORT_ENABLE_ALL`; CUDA sessions
+are made at `extended`, since level 99 adds only CPU layout transforms. Streaming with the
+state on the GPU lives in `cuda_step`.
 """
 
 from __future__ import annotations
@@ -14,49 +20,137 @@ import io
 import itertools
 import os
 import threading
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from rnnedge._optional import is_available, require
-from rnnedge.errors import InputError, ModelFileError, RuntimeUnavailableError, StreamError
+from rnnedge.errors import DeviceError, InputError, ModelFileError, RuntimeUnavailableError
 from rnnedge.runtime.backends.base import Feeds
-from rnnedge.runtime.backends.ort import OrtRunner, open_session, refused
-from rnnedge.runtime.backends.ortdist import GPU_FIX, cuda_device_missing, diagnose
-from rnnedge.runtime.inputs import check_sequence, check_state, state_shape
+from rnnedge.runtime.backends.cuda_step import GRAPH_ID_KEY, CudaStepSession, device_failure
+from rnnedge.runtime.backends.ort import OrtErrors, OrtRunner, open_session
+from rnnedge.runtime.backends.ortdist import (
+    GPU_FIX,
+    cuda_device_missing,
+    diagnose,
+    nvidia_lib_dirs,
+    preload_calls,
+    probe_model,
+)
 from rnnedge.spec import RnnSpec
 
+__all__ = ["CUDA_EP", "CudaStepSession", "OrtCudaRunner", "convert_fp16", "cpu_placed",
+           "cuda_settings", "placement", "placement_problem"]
+
 CUDA_EP = "CUDAExecutionProvider"
-GRAPH_ID_KEY = "gpu_graph_id"  # ORT run option: which captured CUDA graph a run uses
-SKIP_GRAPH = "-1"  # ... and the value that runs without capturing or replaying
+SKIP_GRAPH = "-1"  # the `gpu_graph_id` that runs without capturing or replaying a graph
 NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
+RECORD_PLACEMENT = "session.record_ep_graph_assignment_info"
+#: provider options that have their own argument, which is the one way to set them
+OWN_ARGUMENT = {"device_id": "device_id", "use_tf32": "use_tf32",
+                "enable_cuda_graph": "cuda_graph"}
+#: ops whose place on the CPU provider costs real time (not shape bookkeeping)
+HEAVY_OPS = frozenset({"LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv", "Einsum"})
 LIBS_HINT = (
     "ONNX Runtime most likely could not load its CUDA provider library because the CUDA "
     "runtime, cuBLAS or cuDNN 9 libraries it links against were not found: install the nvidia-* "
     "wheels for onnxruntime-gpu's CUDA major version, `import torch` (built for the same CUDA) "
     "first, or put their lib folders on LD_LIBRARY_PATH"
 )
+CPU_KERNEL_HINT = ("the CUDA provider has no kernel for them as they are (e.g. GRU with "
+                   "linear_before_reset=0, LSTM with peepholes); re-export the model so they "
+                   "fit (torch's GRU exports linear_before_reset=1)")
+
+
+def _creating(exc: Exception) -> DeviceError | None:
+    return device_failure(exc, "creating the CUDA session")
+
+
+def _running(exc: Exception) -> DeviceError | None:
+    return device_failure(exc, "running the model")
+
+
+def cuda_settings(settings: Mapping[str, Any] | None, cpu_nodes: bool) -> dict[str, Any]:
+    """Session settings for a CUDA session: `extended` unless asked, placement recorded.
+
+    `ORT_ENABLE_ALL` adds only the CPU provider's layout transforms over `extended`, and those
+    crash ONNX Runtime on fp16 RNNs; `cpu_nodes=False` makes a node left to the CPU provider
+    fail session creation.
+    """
+    out = dict(settings or {})
+    out.setdefault("graph_optimization_level", "extended")
+    config = {**dict(out.get("config", {})), RECORD_PLACEMENT: "1"}
+    if not cpu_nodes:
+        config[NO_CPU_FALLBACK] = "1"
+    out["config"] = config
+    return out
+
+
+def placement(session: Any) -> dict[str, list[str]]:
+    """Provider name → its nodes as `op name`, as ONNX Runtime assigned them.
+
+    Empty when the session was made without `session.record_ep_graph_assignment_info`.
+    """
+    read = getattr(session, "get_provider_graph_assignment_info", None)
+    out: dict[str, list[str]] = {}
+    if read is None:
+        return out
+    try:
+        subgraphs = read()
+    except Exception:  # not recorded for this session: nothing to report
+        return out
+    for subgraph in subgraphs:
+        nodes = out.setdefault(str(subgraph.ep_name), [])
+        nodes += [f"{n.op_type} {n.name}".strip() for n in subgraph.get_nodes()]
+    return out
+
+
+def cpu_placed(assigned: Mapping[str, list[str]], heavy_only: bool = False) -> list[str]:
+    """The nodes on the CPU provider; with `heavy_only`, only those doing real arithmetic."""
+    nodes = list(assigned.get("CPUExecutionProvider", []))
+    return [n for n in nodes if n.split(" ")[0] in HEAVY_OPS] if heavy_only else nodes
+
+
+def placement_problem(assigned: Mapping[str, list[str]], cpu_nodes: bool) -> str | None:
+    """What to say about nodes on the CPU inside a CUDA session, or None when there are none.
+
+    With `cpu_nodes=False` any such node is the problem; with True, only heavy ones are worth
+    a warning (ONNX Runtime keeps some shape arithmetic on the CPU on purpose).
+    """
+    nodes = cpu_placed(assigned, heavy_only=cpu_nodes)
+    if not nodes:
+        return None
+    listed = ", ".join(nodes[:8]) + (f" and {len(nodes) - 8} more" if len(nodes) > 8 else "")
+    allow = "" if cpu_nodes else ", or allow them with cpu_nodes=True"
+    return (f"{len(nodes)} node(s) run on the CPU provider inside this CUDA session, each "
+            f"costing a copy across PCIe: {listed}; {CPU_KERNEL_HINT}{allow}")
 
 
 class OrtCudaRunner(OrtRunner):
-    """ONNX Runtime on `CUDAExecutionProvider`, refusing a silent CPU fallback.
+    """ONNX Runtime on `CUDAExecutionProvider`, refusing every quiet way onto the CPU.
 
     Args:
         model: path to (or bytes of) an ONNX file.
-        settings: session settings, as for `ort-cpu`.
+        settings: session settings, as for `ort-cpu`; the optimization level defaults to
+            "extended" here (see `cuda_settings`).
         session: an existing session (it must already run on CUDA).
         device_id: the CUDA device.
         cuda_graph: enable CUDA graph capture for this session (see `step_session`).
-        use_tf32: let cuBLAS/cuDNN use TF32; off by default because it costs fp32 parity
-            (errors near 1e-3), which ONNX Runtime's own default (on) gives up silently.
-        cpu_nodes: allow nodes the CUDA provider lacks to run on the CPU provider; False makes
-            session creation fail instead, which also guards fp16 graphs (ORT's CPU provider
-            crashes on an fp16 LSTM).
+        use_tf32: let cuBLAS use TF32; off by default because it costs fp32 parity (errors
+            near 1e-3). cuDNN's RNN kernels ignore this option: only `NVIDIA_TF32_OVERRIDE=0`
+            in the environment before CUDA starts keeps them in fp32 on Ampere and later.
+        cpu_nodes: allow nodes the CUDA provider lacks to run on the CPU provider (reported in
+            `cpu_nodes_placed`, heavy ones with a RuntimeWarning); False refuses the session
+            and lists them.
         io_binding: `infer` binds inputs as device OrtValues and outputs on the device; False
             uses plain `session.run`.
-        provider_options: extra CUDA provider options, passed through.
+        provider_options: further CUDA provider options, passed through; `device_id`,
+            `use_tf32` and `enable_cuda_graph` are refused here, since each has its argument
+            (a graph enabled behind `cuda_graph`'s back would be replayed by plain `infer`
+            for every shape, with wrong results).
     """
 
     name: ClassVar[str] = "ort-cuda"
@@ -78,6 +172,11 @@ class OrtCudaRunner(OrtRunner):
         provider_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(model, settings=settings, session=session)
+        clash = sorted(k for k in (provider_options or {}) if str(k) in OWN_ARGUMENT)
+        if clash:
+            args = ", ".join(f"{k} → {OWN_ARGUMENT[k]}=" for k in clash)
+            raise InputError(f"provider_options sets {clash}, which have their own arguments "
+                             f"({args}); pass them as arguments of OrtCudaRunner instead")
         self.device_id = int(device_id)
         self.cuda_graph = bool(cuda_graph)
         self.use_tf32 = bool(use_tf32)
@@ -85,6 +184,8 @@ class OrtCudaRunner(OrtRunner):
         self.io_binding = bool(io_binding)
         self.provider_options = dict(provider_options or {})
         self.preload_log = ""
+        self.placement: dict[str, list[str]] = {}
+        self.cpu_nodes_placed: list[str] = []
         self._ort: Any = None
         self._run_options: Any = None
         self._graph_ids = itertools.count(1)
@@ -117,17 +218,52 @@ class OrtCudaRunner(OrtRunner):
         return opts
 
     def _preload(self, ort: Any) -> None:
-        """Load CUDA/cuDNN from the nvidia-* wheels before the session, keeping its output."""
+        """Load CUDA/cuDNN from the nvidia-* wheels before any session, keeping what it said.
+
+        `preload_dlls()` looks only beside onnxruntime; the nvidia namespace package's own
+        folders are then passed one by one, which finds them for a `--target` install too.
+        """
         preload = getattr(ort, "preload_dlls", None)
         if preload is None:
             return
         out = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(out):
-                preload()
-        except Exception as exc:  # best effort: the provider check below is what decides
-            out.write(f"preload_dlls failed: {type(exc).__name__}: {exc}")
+        calls: list[dict[str, Any]] = [{}]
+        calls += [{"cuda": cuda, "cudnn": cudnn, "directory": folder}
+                  for folder, cuda, cudnn in preload_calls(nvidia_lib_dirs())]
+        for kwargs in calls:
+            try:
+                with contextlib.redirect_stdout(out):
+                    preload(**kwargs)
+            except Exception as exc:  # best effort: the probe session is what decides
+                out.write(f"preload_dlls({kwargs}) failed: {type(exc).__name__}: {exc}\n")
         self.preload_log = " ".join(out.getvalue().split())
+
+    def _not_on_cuda(self, ort: Any, active: list[str], what: str) -> RuntimeUnavailableError:
+        built = list(ort.get_available_providers())
+        if CUDA_EP not in built:
+            why = (f"this onnxruntime {ort.__version__} has no CUDA provider (built with "
+                   f"{', '.join(built)}); {GPU_FIX}")
+        else:
+            log = f"; preload_dlls said: {self.preload_log[:300]}" if self.preload_log else ""
+            why = LIBS_HINT + log
+        return RuntimeUnavailableError(
+            f"runtime 'ort-cuda' asked for {CUDA_EP} but {what} runs on "
+            f"{', '.join(active) or 'nothing'}: {why}")
+
+    def _probe(self, ort: Any) -> None:
+        """Open the one-node probe on CUDA alone; refuse before the model if CUDA is not live."""
+        options = {k: v for k, v in self.cuda_options().items() if k != "enable_cuda_graph"}
+        try:
+            probe = open_session(probe_model(), [(CUDA_EP, options)],
+                                 cuda_settings({"graph_optimization_level": "basic"}, True),
+                                 fallback=False, rule=_creating)
+        except ModelFileError as exc:
+            raise RuntimeUnavailableError(
+                f"runtime 'ort-cuda' could not open a one-node probe model on {CUDA_EP} "
+                f"({exc.__cause__ or exc}); {LIBS_HINT}") from exc
+        active = list(probe.get_providers())
+        if not active or active[0] != CUDA_EP:
+            raise self._not_on_cuda(ort, active, "a one-node probe session")
 
     def _explain(self, exc: ModelFileError) -> Exception:
         """Turn ORT's session errors that are about CUDA, not the file, into their own words."""
@@ -139,42 +275,55 @@ class OrtCudaRunner(OrtRunner):
                 f"(If/Loop/Scan), and ONNX Runtime refused this model: {first}; open it with "
                 "cuda_graph=False")
         if "fallback" in cause.lower() and "cpu" in cause.lower():
+            nodes = self._cpu_nodes_of_model()
+            listed = f": {', '.join(nodes[:8])}" if nodes else ""
             return RuntimeUnavailableError(
-                f"nodes of this model would run on the CPU provider, which cpu_nodes=False "
-                f"forbids ({first}); if every node should fit on CUDA, {LIBS_HINT}")
+                f"nodes of this model would run on the CPU provider{listed}, which "
+                f"cpu_nodes=False forbids ({first}); {CPU_KERNEL_HINT}, or allow them with "
+                "cpu_nodes=True")
         return exc
+
+    def _cpu_nodes_of_model(self) -> list[str]:
+        """Which nodes go to the CPU: a second session allowed to place them, at `basic`."""
+        try:
+            session = open_session(
+                self.model, [(CUDA_EP, self.cuda_options()), "CPUExecutionProvider"],
+                cuda_settings({**self.settings, "graph_optimization_level": "basic"}, True),
+                fallback=False, rule=_creating)
+        except ModelFileError:
+            return []
+        return cpu_placed(placement(session))
 
     def _activate_impl(self) -> None:
         ort = require("onnxruntime", "the ONNX Runtime CUDA runner")
         self._ort = ort
         if self.session is None:
             self._preload(ort)
-            settings = dict(self.settings)
-            if not self.cpu_nodes:
-                settings["config"] = {**dict(settings.get("config", {})), NO_CPU_FALLBACK: "1"}
+            self._probe(ort)
             providers: list[Any] = [(CUDA_EP, self.cuda_options())]
             if self.cpu_nodes:
                 providers.append("CPUExecutionProvider")
             try:
-                self.session = open_session(self.model, providers, settings)
+                self.session = open_session(self.model, providers,
+                                            cuda_settings(self.settings, self.cpu_nodes),
+                                            fallback=False, rule=_creating)
             except ModelFileError as exc:
                 raise self._explain(exc) from exc
         active = list(self.session.get_providers())
         if not active or active[0] != CUDA_EP:
             self.session = None
-            built = list(ort.get_available_providers())
-            if CUDA_EP not in built:
-                why = (f"this onnxruntime {ort.__version__} has no CUDA provider (built with "
-                       f"{', '.join(built)}); {GPU_FIX}")
-            else:
-                log = f"; preload_dlls said: {self.preload_log[:300]}" if self.preload_log else ""
-                why = LIBS_HINT + log
-            raise RuntimeUnavailableError(
-                f"runtime 'ort-cuda' asked for {CUDA_EP} but the session runs on "
-                f"{', '.join(active) or 'nothing'}: {why}")
+            raise self._not_on_cuda(ort, active, "the session")
         disable = getattr(self.session, "disable_fallback", None)
         if disable is not None:  # a failing CUDA run must raise, not re-run on the CPU
             disable()
+        self.placement = placement(self.session)
+        self.cpu_nodes_placed = cpu_placed(self.placement)
+        problem = placement_problem(self.placement, self.cpu_nodes)
+        if problem and not self.cpu_nodes:
+            self.session = None
+            raise RuntimeUnavailableError(problem)
+        if problem:
+            warnings.warn(problem, RuntimeWarning, stacklevel=3)
         super()._activate_impl()
         self._run_options = None
         if self.cuda_graph:  # plain `infer` calls neither capture nor replay a graph
@@ -183,21 +332,20 @@ class OrtCudaRunner(OrtRunner):
 
     def _infer_impl(self, feeds: Feeds) -> dict[str, np.ndarray]:
         assert self.session is not None
-        if not self.io_binding and self._run_options is None:
-            return super()._infer_impl(feeds)
         ort = self._ort
-        try:
-            binding = self.session.io_binding()
-            for name, value in feeds.items():
-                arr = np.ascontiguousarray(value)
-                binding.bind_ortvalue_input(
-                    name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", self.device_id))
-            for name in self._outputs:
-                binding.bind_output(name, "cuda", self.device_id)
-            self.session.run_with_iobinding(binding, self._run_options)
-            values = binding.copy_outputs_to_cpu()
-        except Exception as exc:
-            raise refused(feeds, exc, "ONNX Runtime (CUDA)") from exc
+        with OrtErrors(feeds=feeds, runtime="ONNX Runtime (CUDA)", rule=_running):
+            if not self.io_binding and self._run_options is None:
+                values = self.session.run(self._outputs, dict(feeds))
+            else:
+                binding = self.session.io_binding()
+                for name, value in feeds.items():
+                    arr = np.ascontiguousarray(value)
+                    binding.bind_ortvalue_input(
+                        name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", self.device_id))
+                for name in self._outputs:
+                    binding.bind_output(name, "cuda", self.device_id)
+                self.session.run_with_iobinding(binding, self._run_options)
+                values = binding.copy_outputs_to_cpu()
         return dict(zip(self._outputs, values, strict=True))
 
     def reserve_graph_ids(self, count: int) -> list[int]:
@@ -222,195 +370,6 @@ class OrtCudaRunner(OrtRunner):
         ids = self.reserve_graph_ids(2) if self.cuda_graph else None
         return CudaStepSession(self.session, spec, batch, chunk_len, extra=extra,
                                device=("cuda", self.device_id), graph_ids=ids)
-
-
-class CudaStepSession:
-    """Stream one batch of sequences with the state on the device between steps.
-
-    Two IO bindings share the chunk and output buffers and cross-wire two state buffers:
-    binding 0 reads state A and writes B, binding 1 reads B and writes A, so each step only
-    alternates bindings: the state never leaves the device and no output aliases an input
-    (ONNX Runtime runs a model several times while it captures a CUDA graph; with aliasing
-    those warm-up runs would advance the state). With `graph_ids`, each binding is captured
-    once as its own CUDA graph and then replayed, which needs fixed shapes: a chunk of
-    another length is refused. `device=("cpu", 0)` runs the same bookkeeping on the CPU
-    provider, which is how it is tested without a GPU.
-    """
-
-    def __init__(
-        self,
-        session: Any,
-        spec: RnnSpec,
-        batch: int = 1,
-        chunk_len: int = 1,
-        *,
-        extra: Mapping[str, np.ndarray] | None = None,
-        device: tuple[str, int] = ("cuda", 0),
-        graph_ids: Sequence[int] | None = None,
-    ) -> None:
-        if not spec.streamable:
-            raise StreamError("this model cannot stream: it is bidirectional or has no state")
-        for what, value in (("batch", batch), ("chunk_len", chunk_len)):
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"{what} must be a positive integer, got {value!r}")
-        self._ort = require("onnxruntime", "GPU streaming")
-        self.session, self.spec, self.batch = session, spec, batch
-        self.device_type, self.device_id = device
-        self.cuda_graph = graph_ids is not None
-        if self.cuda_graph and len(graph_ids or ()) != 2:
-            raise InputError(f"a CUDA graph stream needs 2 graph ids, got {graph_ids!r}")
-        self._lock = threading.Lock()
-        self._steps = 0
-        self._cur = 0
-        self._closed = False
-        state_outs = {p.output for p in spec.state_pairs}
-        self._other_outputs = [o.name for o in session.get_outputs()
-                               if o.name != spec.data_output and o.name not in state_outs]
-        if self.cuda_graph and self._other_outputs:
-            raise StreamError(f"CUDA graph streaming binds every output at a fixed address; "
-                              f"outputs {self._other_outputs} have no known shape")
-        names = {spec.data_input, *(p.input for p in spec.state_pairs)}
-        wanted = [i.name for i in session.get_inputs() if i.name not in names]
-        extra = dict(extra or {})
-        if sorted(extra) != sorted(wanted):
-            raise StreamError(f"this model also needs inputs {wanted}; got extra={sorted(extra)}")
-        self._extra = {k: self._value(np.ascontiguousarray(v)) for k, v in extra.items()}
-        self._states = [{p.input: self._zeros(state_shape(spec, p.input, batch),
-                                              spec.input(p.input).dtype)
-                         for p in spec.state_pairs} for _ in range(2)]
-        self._run_options = [None, None]
-        if graph_ids is not None:
-            for k, gid in enumerate(graph_ids):
-                ro = self._ort.RunOptions()
-                ro.add_run_config_entry(GRAPH_ID_KEY, str(int(gid)))
-                self._run_options[k] = ro
-        self._bind(self._chunk_shape(chunk_len))
-
-    # -- device buffers -------------------------------------------------------------------
-    def _value(self, arr: np.ndarray) -> Any:
-        return self._ort.OrtValue.ortvalue_from_numpy(arr, self.device_type, self.device_id)
-
-    def _zeros(self, shape: Sequence[int], dtype: Any) -> Any:
-        return self._value(np.zeros(tuple(shape), dtype=np.dtype(dtype)))
-
-    def _chunk_shape(self, chunk_len: int) -> tuple[int, ...]:
-        spec = self.spec
-        declared = spec.input(spec.data_input).shape
-        dims: list[Any] = list(declared)
-        dims[spec.batch_axis], dims[spec.seq_axis] = self.batch, chunk_len
-        if not all(isinstance(d, int) for d in dims):
-            raise StreamError(f"'{spec.data_input}' has symbolic dims {declared} beyond batch "
-                              "and seq_len; GPU streaming preallocates and needs them fixed")
-        return tuple(dims)
-
-    def _bind(self, shape: tuple[int, ...]) -> None:
-        """(Re)create the chunk and output buffers for chunks of `shape`, and both bindings."""
-        spec = self.spec
-        x_spec = spec.input(spec.data_input)
-        # the output's symbolic dims are sized from the input's dims of the same name
-        x_dims = {d: shape[i] for i, d in enumerate(x_spec.shape) if isinstance(d, str)}
-        declared = spec.output(spec.data_output).shape
-        y_shape = (None if any(isinstance(d, str) and d not in x_dims for d in declared)
-                   else tuple(x_dims.get(d, d) for d in declared))
-        if y_shape is None and self.cuda_graph:
-            raise StreamError(f"CUDA graph streaming needs the shape of '{spec.data_output}' "
-                              f"({spec.output(spec.data_output).shape}) from the input's dims")
-        self.chunk_shape = shape
-        self._x = self._zeros(shape, x_spec.dtype)
-        self._y = None if y_shape is None else self._zeros(
-            y_shape, spec.output(spec.data_output).dtype)
-        self._bindings = []
-        for k in range(2):
-            b = self.session.io_binding()
-            b.bind_ortvalue_input(spec.data_input, self._x)
-            for name, value in self._extra.items():
-                b.bind_ortvalue_input(name, value)
-            for p in spec.state_pairs:
-                b.bind_ortvalue_input(p.input, self._states[k][p.input])
-            if self._y is None:
-                b.bind_output(spec.data_output, self.device_type, self.device_id)
-            else:
-                b.bind_ortvalue_output(spec.data_output, self._y)
-            for p in spec.state_pairs:
-                b.bind_ortvalue_output(p.output, self._states[1 - k][p.input])
-            for name in self._other_outputs:
-                b.bind_output(name, self.device_type, self.device_id)
-            self._bindings.append(b)
-
-    # -- stream API -----------------------------------------------------------------------
-    @property
-    def steps(self) -> int:
-        return self._steps
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StreamError("this GPU stream is closed; open a new one with step_session()")
-
-    def step(self, chunk: Any) -> np.ndarray:
-        """Advance by one chunk (model layout, this stream's batch); returns its outputs."""
-        self._check_open()
-        spec = self.spec
-        x = check_sequence(chunk, spec, "chunk")
-        if x.shape[spec.batch_axis] != self.batch:
-            raise InputError(f"chunk has batch {x.shape[spec.batch_axis]} (shape "
-                             f"{tuple(x.shape)}); this stream was opened with batch={self.batch}")
-        with self._lock:
-            self._check_open()
-            if x.shape != self.chunk_shape:
-                if self.cuda_graph:
-                    raise StreamError(
-                        f"chunk shape {tuple(x.shape)} differs from {self.chunk_shape}, the "
-                        "shape this stream's CUDA graphs were captured at; open another "
-                        "step_session for this chunk length, or use cuda_graph=False")
-                self._bind(tuple(x.shape))
-            self._x.update_inplace(x)
-            k = self._cur
-            try:
-                self.session.run_with_iobinding(self._bindings[k], self._run_options[k])
-            except Exception as exc:  # the current state set was only read: nothing changed
-                msg = " ".join(str(exc).split())[:300]
-                if self.cuda_graph:
-                    raise RuntimeUnavailableError(
-                        f"ONNX Runtime failed to capture or replay this stream's CUDA graph "
-                        f"({msg}); stream without graphs (cuda_graph=False)") from exc
-                raise InputError(f"ONNX Runtime refused this step ({msg})") from exc
-            # the data output is bound first, so it is the binding's first output
-            y = (self._bindings[k].get_outputs()[0] if self._y is None else self._y).numpy()
-            self._cur = 1 - k
-            self._steps += x.shape[spec.seq_axis]
-        return np.array(y, copy=True)
-
-    @property
-    def state(self) -> dict[str, np.ndarray]:
-        """A host copy of the current state, by state-input name."""
-        self._check_open()
-        with self._lock:
-            return {n: np.array(v.numpy(), copy=True) for n, v in self._states[self._cur].items()}
-
-    @state.setter
-    def state(self, value: Mapping[str, np.ndarray]) -> None:
-        self._check_open()
-        checked = check_state(value, self.spec, self.batch)
-        assert checked is not None
-        with self._lock:
-            for name, arr in checked.items():
-                self._states[self._cur][name].update_inplace(arr)
-
-    def reset(self) -> None:
-        """Back to the zero state, on the device."""
-        self._check_open()
-        with self._lock:
-            for name, value in self._states[self._cur].items():
-                zeros = np.zeros(state_shape(self.spec, name, self.batch),
-                                 dtype=np.dtype(self.spec.input(name).dtype))
-                value.update_inplace(zeros)
-            self._steps = 0
-
-    def close(self) -> None:
-        """Release the device buffers; later use is an error."""
-        self._closed = True
-        self._bindings, self._states, self._extra = [], [{}, {}], {}
-        self._x = self._y = None
 
 
 def convert_fp16(

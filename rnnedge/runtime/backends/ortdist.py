@@ -7,6 +7,11 @@ overwrites the others' files and pip still lists all of them, so a machine can s
 directories, the first on `sys.path` shadows the rest. This module tells these cases apart from
 package metadata alone (no import needed), so `ort-cuda` can say why it is unavailable, and what
 to run to fix it, before any session is created.
+
+It also finds what the CUDA provider needs around it: the lib folders of the `nvidia-*` wheels
+wherever the `nvidia` namespace package lives (`preload_dlls()` only looks beside onnxruntime,
+so a `pip install --target` tree misses them), and a one-node model that proves the provider
+loads before a real model is opened on it.
 """
 
 from __future__ import annotations
@@ -215,3 +220,81 @@ def cuda_device_missing() -> str | None:
     if nodes or os.path.exists("/dev/dxg"):
         return None
     return "no NVIDIA GPU is visible here (no /dev/nvidia* device, no NVIDIA driver loaded)"
+
+
+def nvidia_lib_dirs(locations: Sequence[str] | None = None) -> list[str]:
+    """The `lib` folders of the nvidia-* wheels (CUDA runtime, cuBLAS, cuDNN, …).
+
+    They live in the `nvidia` namespace package, which may span several site directories
+    (the system's, a venv's, a `--target` folder on PYTHONPATH); every part of it is searched.
+
+    Args:
+        locations: the namespace package's folders; found with `importlib` when None.
+    """
+    if locations is None:
+        try:
+            spec = importlib.util.find_spec("nvidia")
+        except (ImportError, ValueError):
+            spec = None
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    dirs: list[str] = []
+    for location in locations:
+        for lib in sorted(glob.glob(os.path.join(location, "*", "lib"))):
+            if os.path.isdir(lib) and lib not in dirs:
+                dirs.append(lib)
+    return dirs
+
+
+def preload_calls(dirs: Sequence[str]) -> list[tuple[str, bool, bool]]:
+    """`(folder, cuda, cudnn)` for `onnxruntime.preload_dlls(cuda=, cudnn=, directory=folder)`.
+
+    `preload_dlls(directory=...)` loads the libraries it knows by file name from that one
+    folder, so each folder is asked only for what it holds; folders with the CUDA runtime or
+    cuBLAS come first, since cuDNN loads against them.
+    """
+    calls = []
+    for folder in dirs:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        cuda = any(n.startswith(("libcudart.so", "libcublas")) for n in names)
+        cudnn = any(n.startswith("libcudnn.so") for n in names)
+        if cuda or cudnn:
+            calls.append((folder, cuda, cudnn))
+    return sorted(calls, key=lambda c: (not c[1], c[0]))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    """One protobuf field: an int as a varint (wire type 0), bytes length-delimited (type 2)."""
+    if isinstance(payload, int):
+        return _varint(number << 3) + _varint(payload)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def probe_model() -> bytes:
+    """A one-node ONNX model, `y = x + x` on float32[1], serialized without the onnx package.
+
+    Opening it on the CUDA provider proves the provider's library and its CUDA/cuDNN
+    dependencies load, at the cost of a few milliseconds, before a real model is opened: a
+    failed provider would leave that model on the CPU provider, where fp16 RNNs crash ONNX
+    Runtime inside session creation.
+    """
+    tensor_type = _field(1, _field(1, 1) + _field(2, _field(1, _field(1, 1))))  # float[1]
+
+    def value_info(name: bytes) -> bytes:
+        return _field(1, name) + _field(2, tensor_type)
+
+    node = _field(1, b"x") + _field(1, b"x") + _field(2, b"y") + _field(4, b"Add")
+    graph = (_field(1, node) + _field(2, b"cuda_probe") + _field(11, value_info(b"x"))
+             + _field(12, value_info(b"y")))
+    return _field(1, 8) + _field(7, graph) + _field(8, _field(1, b"") + _field(2, 13))

@@ -1,77 +1,54 @@
 """TensorRT engines as a runner, and ONNX Runtime's TensorRT provider options.
 
-A plan is loaded only after its manifest (see `rnnedge.exporters.tensorrt`) matches the
-running TensorRT and GPU, and inputs are checked against the stored optimization profile
-before anything runs, so an out-of-range length is refused with the range instead of a
-TensorRT error code. IO is by tensor name (`set_input_shape`, `set_tensor_address`,
-`execute_async_v3`) on one CUDA stream; device memory comes from cuda-python (the
-`tensorrt` extra) or, without it, from torch.
+The runner loads plans; it never builds one. Building is layer 2's job
+(`rnnedge.exporters.tensorrt`), reached through a *loader*: a callable that returns a plan
+path, such as `EngineFromOnnx(onnx, batch=..., seq_len=...)`, called when the runner is
+activated (Polygraphy's runner/loader split). A plan is loaded only after its manifest
+(`trt_plan.Manifest`) matches the running TensorRT and GPU, and inputs are checked against
+the stored optimization profile before anything runs, so an out-of-range length is refused
+with the range instead of a TensorRT error code. IO is by tensor name (`set_input_shape`,
+`set_tensor_address`, `execute_async_v3`) on one CUDA stream; device memory comes from
+cuda-python (the `tensorrt` extra) or, without it, from torch.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from rnnedge._optional import require
-from rnnedge.errors import InputError, ModelFileError, RuntimeUnavailableError
-from rnnedge.exporters.tensorrt import (
+from rnnedge.errors import DeviceError, InputError, ModelFileError, RuntimeUnavailableError
+from rnnedge.runtime.backends.base import Feeds, Runner, describe_feeds
+from rnnedge.runtime.backends.ort import open_session
+from rnnedge.runtime.backends.ortdist import cuda_device_missing
+from rnnedge.runtime.backends.trt_plan import (
     Manifest,
     Profile,
-    build_engine,
-    builder_settings,
-    cache_decision,
-    check_precision,
+    check_profile,
     collecting_logger,
+    cudart,
     environment,
     has_cuda_python,
     manifest_path,
     module_present,
-    profiles_from_ranges,
+    profile_violations,
     require_tensorrt,
-    spec_for_file,
     stale_reason,
-    wanted_manifest,
 )
-from rnnedge.fileio import sha256_file
-from rnnedge.runtime.backends.base import Feeds, Runner, describe_feeds
-from rnnedge.runtime.backends.ortdist import cuda_device_missing
 from rnnedge.spec import TensorSpec
 
+__all__ = ["TRT_EP", "TensorRTRunner", "check_profile", "format_shapes", "linked_tensorrt_major",
+           "open_trt_session", "ort_trt_options", "ort_trt_providers", "profile_violations"]
+
 TRT_EP = "TensorrtExecutionProvider"
-
-
-def profile_violations(profiles: Mapping[str, Profile],
-                       shapes: Mapping[str, Sequence[int]]) -> list[str]:
-    """Every input whose shape falls outside the engine's profile, said with the range."""
-    problems = []
-    for name, shape in shapes.items():
-        if name not in profiles:
-            continue
-        lo, _, hi = profiles[name]
-        shape = tuple(int(d) for d in shape)
-        if len(shape) != len(lo):
-            problems.append(f"'{name}' has rank {len(shape)} (shape {shape}); the engine "
-                            f"expects rank {len(lo)}, between {lo} and {hi}")
-            continue
-        bad = [f"dim {i} = {d} not in [{a}, {b}]"
-               for i, (d, a, b) in enumerate(zip(shape, lo, hi, strict=True)) if not a <= d <= b]
-        if bad:
-            problems.append(f"'{name}' has shape {shape}, outside the engine's profile "
-                            f"{lo} … {hi} ({'; '.join(bad)})")
-    return problems
-
-
-def check_profile(profiles: Mapping[str, Profile], shapes: Mapping[str, Sequence[int]]) -> None:
-    """Refuse shapes outside the profile before TensorRT sees them."""
-    problems = profile_violations(profiles, shapes)
-    if problems:
-        raise InputError("; ".join(problems) + "; rebuild the engine with wider batch/seq_len "
-                         "ranges (rnnedge.exporters.tensorrt.build_engine)")
+#: a loader: called once when the runner activates, returns the path of a plan to load
+PlanLoader = Callable[[], "str | os.PathLike[str]"]
 
 
 def format_shapes(profiles: Mapping[str, Profile], which: int) -> str:
@@ -108,63 +85,88 @@ def ort_trt_options(
     return opts
 
 
-def ort_trt_providers(profiles: Mapping[str, Profile], **options: Any) -> list[Any]:
-    """Providers for `InferenceSession`: TensorRT first, CUDA then CPU for what it leaves."""
+def ort_trt_providers(profiles: Mapping[str, Profile], *, allow_tf32: bool = False,
+                      **options: Any) -> list[Any]:
+    """Providers for `InferenceSession`: TensorRT first, CUDA then CPU for what it leaves.
+
+    The CUDA provider takes what TensorRT leaves, so it gets `use_tf32=0` like `ort-cuda`
+    (its default is TF32 on, which costs fp32 parity); TensorRT's own fp32 layers use TF32
+    unless `NVIDIA_TF32_OVERRIDE=0` is set when the engine is built.
+    """
     trt_opts = ort_trt_options(profiles, **options)
-    return [(TRT_EP, trt_opts), ("CUDAExecutionProvider", {"device_id": trt_opts["device_id"]}),
-            "CPUExecutionProvider"]
+    cuda_opts = {"device_id": trt_opts["device_id"], "use_tf32": "1" if allow_tf32 else "0"}
+    return [(TRT_EP, trt_opts), ("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
 
 
-def default_plan_path(onnx_path: Path, precision: str) -> Path:
-    """Where plans built on demand are cached: `$RNNEDGE_CACHE` or `~/.cache/rnnedge`.
+def linked_tensorrt_major(library: str | os.PathLike[str]) -> int | None:
+    """The TensorRT major version a provider library links (`libnvinfer.so.N`), or None.
 
-    The name carries the ONNX file's hash, so editing the model never picks up an old plan
-    (the manifest would refuse it anyway) and the model's own folder is left alone.
+    ONNX Runtime 1.31's TensorRT provider links TensorRT 10; with only TensorRT 11 installed it
+    fails to load and the session runs on CUDA without a word, so a refusal names both.
     """
-    root = Path(os.environ.get("RNNEDGE_CACHE") or Path.home() / ".cache" / "rnnedge")
-    return root / "engines" / f"{onnx_path.stem}-{sha256_file(onnx_path)[:16]}.{precision}.plan"
-
-
-def ensure_engine(
-    onnx_path: str | os.PathLike[str],
-    plan_path: str | os.PathLike[str] | None = None,
-    **build: Any,
-) -> tuple[Path, bool, str]:
-    """Reuse the cached plan for `onnx_path` when its manifest matches, else build it.
-
-    Returns (plan path, reused, reason): the reason names the field that forced a rebuild.
-    """
-    trt = require_tensorrt("building a TensorRT engine")
-    onnx_path = Path(onnx_path)
-    precision = build.get("precision", "fp32")
-    if not onnx_path.is_file():
-        raise ModelFileError(f"model file '{onnx_path}' does not exist (expected an .onnx file)")
-    plan = Path(plan_path) if plan_path else default_plan_path(onnx_path, precision)
-    check_precision(trt, precision)
-    profiles = profiles_from_ranges(build.get("spec") or spec_for_file(onnx_path),
-                                    build.get("batch", (1, 1, 1)),
-                                    build.get("seq_len", (1, 64, 1024)))
-    settings = builder_settings(trt, precision, build.get("workspace_gb", 2.0),
-                                build.get("allow_tf32", False))
-    wanted = wanted_manifest(trt, onnx_path, profiles, precision, settings,
-                             int(build.get("device_id", 0)))
     try:
-        on_disk = Manifest.read(manifest_path(plan)) if plan.is_file() else None
-    except ModelFileError as exc:  # an unreadable manifest is a reason to rebuild
-        return build_engine(onnx_path, plan, **build), False, str(exc)
-    reuse, reason = cache_decision(on_disk, wanted)
-    if reuse:
-        return plan, True, reason
-    return build_engine(onnx_path, plan, **build), False, reason
+        with open(library, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            found = re.search(rb"libnvinfer\.so\.(\d+)", m)
+            return int(found.group(1)) if found else None  # read before the map closes
+    except (OSError, ValueError):
+        return None
+
+
+def _installed_tensorrt() -> str:
+    """`tensorrt 10.7.0` for every installed distribution named tensorrt*, or 'none'."""
+    import importlib.metadata
+
+    found = sorted({f"{d.metadata['Name']} {d.version}" for d in importlib.metadata.distributions()
+                    if str(d.metadata["Name"] or "").lower().startswith("tensorrt")})
+    return ", ".join(found) or "none"
+
+
+def open_trt_session(
+    model: str | os.PathLike[str] | bytes,
+    profiles: Mapping[str, Profile],
+    *,
+    settings: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Any:
+    """An ONNX Runtime session on its TensorRT provider, refused unless TensorRT really runs it.
+
+    ONNX Runtime drops a TensorRT provider that cannot load (TensorRT missing, or another major
+    than it links) and runs on CUDA or the CPU instead, logging only a warning; the Python
+    wrapper also retries failed sessions on other providers. Neither is allowed here: the
+    session is made without that retry and refused unless TensorRT is its first provider.
+
+    Args:
+        model: path to (or bytes of) the ONNX file.
+        profiles: the (min, opt, max) shapes, from `trt_plan.profiles_from_ranges`.
+        settings: session settings, as for `ort-cpu`.
+        **options: `ort_trt_providers` options (fp16, cache_dir, device_id, allow_tf32, …).
+    """
+    ort = require("onnxruntime", "ONNX Runtime's TensorRT provider")
+    session = open_session(model, ort_trt_providers(profiles, **options), settings,
+                           fallback=False)
+    active = list(session.get_providers())
+    if active and active[0] == TRT_EP:
+        return session
+    built = list(ort.get_available_providers())
+    if TRT_EP not in built:
+        why = (f"this onnxruntime {ort.__version__} has no TensorRT provider (built with "
+               f"{', '.join(built)}); install onnxruntime-gpu")
+    else:
+        lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
+        major = linked_tensorrt_major(lib)
+        links = f"TensorRT {major}" if major is not None else "a TensorRT it names in its library"
+        why = (f"its provider library links {links} (libnvinfer), which did not load; installed: "
+               f"{_installed_tensorrt()}. Install that TensorRT major's libraries, or use the "
+               "'tensorrt' runtime with plans built by rnnedge.exporters.tensorrt")
+    raise RuntimeUnavailableError(
+        f"asked for {TRT_EP} but the session runs on {', '.join(active) or 'nothing'}: {why}")
 
 
 class _CudaPython:
     """Device memory and a stream through cuda-python's runtime API."""
 
     def __init__(self, device_id: int) -> None:
-        from rnnedge.exporters.tensorrt import _cudart
-
-        self.rt = _cudart()
+        self.rt = cudart()
         self._call(self.rt.cudaSetDevice(device_id))
         self.stream = self._call(self.rt.cudaStreamCreate())
         self.handle = int(self.stream)
@@ -172,7 +174,8 @@ class _CudaPython:
     def _call(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
-            raise RuntimeError(f"CUDA runtime call failed: {err}")
+            raise DeviceError(f"a CUDA runtime call failed: {err}; the GPU may be out of memory "
+                              "or in an error state (check nvidia-smi), or restart the process")
         return rest[0] if len(rest) == 1 else rest
 
     def alloc(self, nbytes: int) -> Any:
@@ -236,27 +239,45 @@ class _Torch:
         self.stream.synchronize()
 
 
+
+
 class TensorRTRunner(Runner):
-    """Runs a TensorRT plan (or builds and caches one from an ONNX file).
+    """Runs a TensorRT plan, given as a path or produced by a loader when activated.
 
     Args:
-        model: `model.plan` with its `model.plan.json` manifest, or an `.onnx` file, for which
-            a plan is built in the engine cache (`default_plan_path`), or reused from it when
-            its manifest still matches.
-        build: for an `.onnx` model: `build_engine` arguments (batch, seq_len, precision, …).
-        device_id: the CUDA device.
+        model: `model.plan` with its `model.plan.json` manifest; or a loader (a callable
+            returning a plan path, e.g. `EngineFromOnnx`); or, with `loader`, the ONNX file the
+            loader builds from (kept for messages). An `.onnx` path alone is refused: building
+            is the loader's job.
+        loader: called once by `activate()`; returns the plan to load.
+        device_id: the CUDA device; a loader that says it builds for another one is refused.
     """
 
     name: ClassVar[str] = "tensorrt"
     requires: ClassVar[tuple[str, ...]] = ("tensorrt",)
     install_hint: ClassVar[str] = "pip install 'rnnedge[tensorrt]' on a machine with a GPU"
 
-    def __init__(self, model: str | os.PathLike[str], *, build: Mapping[str, Any] | None = None,
-                 device_id: int = 0) -> None:
+    def __init__(self, model: str | os.PathLike[str] | PlanLoader, *,
+                 loader: PlanLoader | None = None, device_id: int = 0) -> None:
         super().__init__()
-        self.model = Path(model)
-        self.build = {"batch": (1, 2, 16), "seq_len": (1, 64, 1024), **dict(build or {})}
+        if callable(model) and not isinstance(model, (str, os.PathLike)):
+            if loader is not None:
+                raise InputError("TensorRTRunner got two loaders (as model and as loader=); "
+                                 "pass one")
+            loader, model = model, getattr(model, "onnx_path", "<loader>")
+        self.model = Path(model)  # type: ignore[arg-type]
+        self.loader = loader
         self.device_id = int(device_id)
+        if loader is None and self.model.suffix.lower() == ".onnx":
+            raise InputError(
+                f"'{self.model}' is an ONNX file; TensorRTRunner runs TensorRT plans. Give it a "
+                "loader that builds (or reuses) the plan: TensorRTRunner(path, loader="
+                "rnnedge.exporters.tensorrt.EngineFromOnnx(path, batch=(1, 2, 16), "
+                "seq_len=(1, 64, 1024))), or build one first with build_engine(path, 'model.plan')")
+        built_for = getattr(loader, "device_id", None)
+        if built_for is not None and int(built_for) != self.device_id:
+            raise InputError(f"the loader builds for CUDA device {built_for} but the runner runs "
+                             f"on device {self.device_id}; give both the same device_id")
         self.plan: Path | None = None
         self.manifest: Manifest | None = None
         self.build_reason = ""
@@ -275,9 +296,9 @@ class TensorRTRunner(Runner):
 
     def _activate_impl(self) -> None:
         trt = require_tensorrt("the TensorRT runner")
-        if self.model.suffix == ".onnx":
-            self.plan, _, self.build_reason = ensure_engine(self.model, device_id=self.device_id,
-                                                            **self.build)
+        if self.loader is not None:
+            self.plan = Path(self.loader())
+            self.build_reason = str(getattr(self.loader, "reason", ""))
         else:
             self.plan = self.model
         if not self.plan.is_file():
@@ -368,7 +389,7 @@ class TensorRTRunner(Runner):
             out[name] = np.empty(shape, dtype=self._dtypes[name])
             ctx.set_tensor_address(name, self._buffer(name, out[name].nbytes))
         if not ctx.execute_async_v3(self._dev.handle):
-            raise InputError(f"TensorRT failed to run {describe_feeds(feeds)}: "
+            raise DeviceError(f"TensorRT failed to run {describe_feeds(feeds)}: "
                              f"{' | '.join(self._logger.messages[-3:]) or 'no message'}")
         for name, arr in out.items():
             self._dev.to_host(arr, self._mem[name][0])
