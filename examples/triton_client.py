@@ -46,21 +46,32 @@ class SequenceClient:
             self.client = mod.InferenceServerClient(url)
         self.mod, self.protocol, self.model = mod, protocol, model
         meta = self.client.get_model_metadata(model)
-        meta = meta if isinstance(meta, dict) else {
-            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-                       for t in meta.inputs],
-            "outputs": [{"name": t.name} for t in meta.outputs]}
+        meta = (
+            meta
+            if isinstance(meta, dict)
+            else {
+                "inputs": [
+                    {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                    for t in meta.inputs
+                ],
+                "outputs": [{"name": t.name} for t in meta.outputs],
+            }
+        )
         data = [t for t in meta["inputs"] if t["name"] not in CONTROLS]
         self.x_name, self.x_type = data[0]["name"], data[0]["datatype"]
         #: features per step, read from the served model (its last input dim)
         self.features = int(data[0].get("shape", [-1])[-1])
         self.y_name = meta["outputs"][0]["name"]
 
-    def step(self, chunk: np.ndarray, seq_id: int, start: bool = False,
-             end: bool = False) -> np.ndarray:
-        tensors = ((self.x_name, chunk.astype(NP_TYPES[self.x_type]), self.x_type),
-                   ("seq_id", np.array([seq_id], np.int64), "INT64"),
-                   ("start", np.array([start]), "BOOL"), ("end", np.array([end]), "BOOL"))
+    def step(
+        self, chunk: np.ndarray, seq_id: int, start: bool = False, end: bool = False
+    ) -> np.ndarray:
+        tensors = (
+            (self.x_name, chunk.astype(NP_TYPES[self.x_type]), self.x_type),
+            ("seq_id", np.array([seq_id], np.int64), "INT64"),
+            ("start", np.array([start]), "BOOL"),
+            ("end", np.array([end]), "BOOL"),
+        )
         inputs = []
         for name, arr, dtype in tensors:
             inp = self.mod.InferInput(name, list(arr.shape), dtype)
@@ -80,8 +91,9 @@ def run(args: argparse.Namespace, protocol: str, first_id: int) -> dict[str, Any
     probe.close()
     features = args.features or probe.features
     if features < 1:
-        raise SystemExit(f"the served model declares {probe.features} features per step; "
-                         "pass --features")
+        raise SystemExit(
+            f"the served model declares {probe.features} features per step; pass --features"
+        )
     rng = np.random.default_rng(0)
     shape = (args.steps, 1, features) if args.time_major else (1, args.steps, features)
     xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(args.sequences)]
@@ -115,8 +127,14 @@ def run(args: argparse.Namespace, protocol: str, first_id: int) -> dict[str, Any
     for th in threads:
         th.join(timeout=300)
     wall = time.perf_counter() - t0
-    return {"protocol": protocol, "xs": xs, "outs": outs, "lat": np.array(lat) * 1e3,
-            "wall": wall, "errors": errors}
+    return {
+        "protocol": protocol,
+        "xs": xs,
+        "outs": outs,
+        "lat": np.array(lat) * 1e3,
+        "wall": wall,
+        "errors": errors,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", default="both", choices=["http", "grpc", "both"])
     p.add_argument("--sequences", type=int, default=8, help="concurrent sequences (8)")
     p.add_argument("--steps", type=int, default=50, help="one-step requests per sequence (50)")
-    p.add_argument("--features", type=int, default=0,
-                   help="input features per step (default: read from the served model)")
-    p.add_argument("--time-major", action="store_true",
-                   help="the model reads (seq, batch, F) (default: from --check's spec)")
-    p.add_argument("--check", metavar="MODEL.onnx",
-                   help="compare each sequence with a local run of the whole sequence")
+    p.add_argument(
+        "--features",
+        type=int,
+        default=0,
+        help="input features per step (default: read from the served model)",
+    )
+    p.add_argument(
+        "--time-major",
+        action="store_true",
+        help="the model reads (seq, batch, F) (default: from --check's spec)",
+    )
+    p.add_argument(
+        "--check",
+        metavar="MODEL.onnx",
+        help="compare each sequence with a local run of the whole sequence",
+    )
     args = p.parse_args(argv)
     local = None
     if args.check:
@@ -149,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         failed |= bool(res["errors"])
         lat = res["lat"]
         if lat.size:
-            print(f"{protocol}: {args.sequences} sequences x {args.steps} steps, "
-                  f"{lat.size / res['wall']:.0f} requests/s; latency ms p50 "
-                  f"{np.percentile(lat, 50):.2f} p90 {np.percentile(lat, 90):.2f} p99 "
-                  f"{np.percentile(lat, 99):.2f}")
+            print(
+                f"{protocol}: {args.sequences} sequences x {args.steps} steps, "
+                f"{lat.size / res['wall']:.0f} requests/s; latency ms p50 "
+                f"{np.percentile(lat, 50):.2f} p90 {np.percentile(lat, 90):.2f} p99 "
+                f"{np.percentile(lat, 99):.2f}"
+            )
         if local is not None:
             for i, y in res["outs"].items():
                 worst = max(worst, float(np.abs(y - local.run(res["xs"][i])[0]).max()))
@@ -160,15 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     if local is not None:
         expected = args.sequences * len(protocols)
         if compared < expected:  # a failed request is not evidence of equality
-            print(f"served outputs vs local full-sequence run: not compared for "
-                  f"{expected - compared} of {expected} sequences (their requests failed)",
-                  file=sys.stderr)
+            print(
+                f"served outputs vs local full-sequence run: not compared for "
+                f"{expected - compared} of {expected} sequences (their requests failed)",
+                file=sys.stderr,
+            )
             failed = True
         if compared:
             ok = worst <= 1e-4
             failed |= not ok
-            print(f"served outputs vs local full-sequence run ({compared} sequences): max abs "
-                  f"diff {worst:.2e} ({'equal' if ok else 'DIFFERENT'})")
+            print(
+                f"served outputs vs local full-sequence run ({compared} sequences): max abs "
+                f"diff {worst:.2e} ({'equal' if ok else 'DIFFERENT'})"
+            )
     return 1 if failed else 0
 
 

@@ -65,6 +65,13 @@ class DeviceError(RnnEdgeError):
     exit_code = 10
 
 
+class QualityError(RnnEdgeError):
+    """A model works but is not good enough to keep: it does not beat a persistence forecast
+    (under `--strict`), or a reduced-precision copy loses too much of its accuracy."""
+
+    exit_code = 12
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
@@ -77,5 +84,6 @@ EXIT_CODES: dict[str, int] = {
         ParityError,
         StreamError,
         DeviceError,
+        QualityError,
     )
 }

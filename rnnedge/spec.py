@@ -93,8 +93,7 @@ class DataContract:
             problems.append(f"features {list(self.features)!r} repeat a name")
         if not self.targets or any(t not in self.features for t in self.targets):
             problems.append(f"targets {list(self.targets)!r} must be among the features")
-        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or \
-                self.horizon < 1:
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
             problems.append(f"horizon {self.horizon!r} must be a whole number >= 1")
         if problems:
             raise ModelFileError(f"invalid data contract: {'; '.join(problems)}")
@@ -107,11 +106,14 @@ class DataContract:
         units = d.get("units") or {}
         if not isinstance(units, Mapping):
             raise TypeError("data contract units must be an object")
-        return cls(tuple(str(v) for v in _strings(d["features"], "features")),
-                   tuple(str(v) for v in _strings(d["targets"], "targets")),
-                   int(d.get("horizon", 1)), None if tc is None else str(tc),
-                   {str(k): str(v) for k, v in units.items()},
-                   None if d.get("fingerprint") is None else str(d["fingerprint"]))
+        return cls(
+            tuple(str(v) for v in _strings(d["features"], "features")),
+            tuple(str(v) for v in _strings(d["targets"], "targets")),
+            int(d.get("horizon", 1)),
+            None if tc is None else str(tc),
+            {str(k): str(v) for k, v in units.items()},
+            None if d.get("fingerprint") is None else str(d["fingerprint"]),
+        )
 
 
 def _strings(value: Any, what: str) -> list[Any]:
@@ -156,9 +158,17 @@ class PrecisionRecord:
             return None if d.get(key) is None else str(d[key])
 
         stream = d.get("stream_value")
-        return cls(str(d["precision"]), str(d["metric"]), float(d["margin"]),
-                   float(d["fp32_value"]), float(d["value"]), opt("execution"), opt("runtime"),
-                   opt("scheme"), None if stream is None else float(stream))
+        return cls(
+            str(d["precision"]),
+            str(d["metric"]),
+            float(d["margin"]),
+            float(d["fp32_value"]),
+            float(d["value"]),
+            opt("execution"),
+            opt("runtime"),
+            opt("scheme"),
+            None if stream is None else float(stream),
+        )
 
 
 @dataclass
@@ -271,13 +281,19 @@ class RnnSpec:
             if p.input not in in_names or p.output not in out_names:
                 problems.append(f"state pair {p.input}->{p.output} does not name graph tensors")
         c, n = self.contract, self.normalization
-        if c is not None and n is not None and (
+        if (
+            c is not None
+            and n is not None
+            and (
                 len(c.features) != len(n.mean)
-                or [c.features[i] for i in n.target_index if i < len(c.features)]
-                != list(c.targets)):
-            problems.append(f"data contract features {list(c.features)} / targets "
-                            f"{list(c.targets)} disagree with the normalization's "
-                            f"{len(n.mean)} features and target columns {list(n.target_index)}")
+                or [c.features[i] for i in n.target_index if i < len(c.features)] != list(c.targets)
+            )
+        ):
+            problems.append(
+                f"data contract features {list(c.features)} / targets "
+                f"{list(c.targets)} disagree with the normalization's "
+                f"{len(n.mean)} features and target columns {list(n.target_index)}"
+            )
         if self.cell is not None and self.cell not in CELLS:
             problems.append(f"cell '{self.cell}' is not one of {', '.join(CELLS)}")
         if problems:

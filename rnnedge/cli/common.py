@@ -135,6 +135,18 @@ def add_train_settings(p: argparse.ArgumentParser) -> None:
         help="last fraction of the series kept for validation (0.2)",
     )
     g.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=10,
+        help="stop after this many epochs without a better validation loss; the best "
+        "epoch's weights are kept (10; 0 never stops early)",
+    )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 12, no checkpoint) when the model does not beat persistence",
+    )
 
 
 def add_nan_policy(p: argparse.ArgumentParser) -> None:

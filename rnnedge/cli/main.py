@@ -11,8 +11,11 @@ line on stderr (2 for a bad command-line value, 3 for bad data, ...), anything e
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -117,9 +120,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     command: Command[Any] = args.handler
+    # torch's, numpy's and onnx's warnings would break the one-line contract: kept, and shown
+    # only under --debug
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _run(command, args)
+        finally:
+            if args.debug:
+                for w in caught:
+                    print(
+                        f"rnnedge {command.name}: warning: {w.category.__name__}: "
+                        f"{one_line(str(w.message))} ({w.filename}:{w.lineno})",
+                        file=sys.stderr,
+                    )
+
+
+def _run(command: Command[Any], args: argparse.Namespace) -> int:
+    """One command, with every failure turned into one line and its exit code."""
     try:
         _no_nul(args)
         return int(command.run(command.options(args)))
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - interpreter exit flushes it
+        return 141
     except RnnEdgeError as exc:
         if args.debug:
             traceback.print_exc()

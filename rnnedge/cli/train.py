@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from rnnedge._optional import require
@@ -26,7 +26,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="'sunspots' (bundled), 'synthetic', or a CSV file with a header row",
     )
     p.add_argument("--columns", help="comma-separated CSV columns to use (default: all numeric)")
-    p.add_argument("--target", help="column to forecast (default: the first one used)")
+    p.add_argument(
+        "--target", help="column to forecast (required when more than one column is used)"
+    )
     common.add_nan_policy(p)
     common.add_output(p, "checkpoint path, .pt or .pth (model.pt)", default="model.pt")
     common.add_model_settings(p)
@@ -47,6 +49,8 @@ def train_settings(args: argparse.Namespace) -> TrainSettings:
         window=common.at_least(args.window, "--window", 1),
         val_fraction=common.in_range(args.val_fraction, "--val-fraction", 0.0, 1.0, low_open=True),
         seed=common.at_least(args.seed, "--seed", 0),
+        patience=common.at_least(args.patience, "--patience", 0),
+        strict=bool(args.strict),
     )
 
 
@@ -81,12 +85,27 @@ def summary_lines(result: Any) -> list[str]:
 
     m = result.metrics()
     mc = result.model_config
-    return [
-        f"trained {mc.cell} {mc.num_layers}x{mc.hidden_size} for "
-        f"{result.train_config.epochs} epochs in {fmt(result.seconds)} s",
+    c = result.contract
+    lines = []
+    if c is not None:
+        lines.append(
+            f"forecasting {', '.join(c.targets)} one step ahead from {', '.join(c.features)}"
+            + (f" (rows labelled by {c.time_column})" if c.time_column else "")
+        )
+    ran = len(result.history)
+    stopped = f", stopped early after {ran}" if ran < result.train_config.epochs else ""
+    lines += [
+        f"trained {mc.cell} {mc.num_layers}x{mc.hidden_size} in {fmt(result.seconds)} s: best "
+        f"epoch {result.best_epoch} of {result.train_config.epochs}{stopped} (its weights kept)",
         f"validation MSE {fmt(m['val_mse'])} vs persistence {fmt(m['persistence_mse'])} "
         f"(skill {fmt(100 * m['skill'])}%)",
     ]
+    if not m["skill"] > 0:
+        lines.append(
+            "warning: the model does not beat a persistence forecast (next = current); check "
+            "--target and --columns, train longer, or use --strict to refuse such a model"
+        )
+    return lines
 
 
 def _run(opts: Options) -> int:
@@ -97,7 +116,17 @@ def _run(opts: Options) -> int:
     trained = train_forecaster(opts.job, progress=None if opts.json else epoch_progress)
     res = trained.result
     if opts.json:
-        print(to_json({"checkpoint": trained.checkpoint, **res.metrics(), "history": res.history}))
+        contract = asdict(res.contract) if res.contract else None
+        print(
+            to_json(
+                {
+                    "checkpoint": trained.checkpoint,
+                    **res.metrics(),
+                    "contract": contract,
+                    "history": res.history,
+                }
+            )
+        )
     else:
         print("\n".join([*summary_lines(res), f"checkpoint written to {trained.checkpoint}"]))
     return 0

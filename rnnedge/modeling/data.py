@@ -53,8 +53,10 @@ class Series:
                 f"{columns}; pass one name per column"
             )
         if self.time is not None and len(self.time) != values.shape[0]:
-            raise InputError(f"Series has {values.shape[0]} rows but {len(self.time)} time "
-                             "labels; pass one label per row")
+            raise InputError(
+                f"Series has {values.shape[0]} rows but {len(self.time)} time "
+                "labels; pass one label per row"
+            )
         values.flags.writeable = False
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "columns", columns)
@@ -145,13 +147,19 @@ def load_csv(
             f"CSV file {name!r} is not UTF-8 text ({e}); re-save it as UTF-8"
         ) from e
     except OSError as e:
-        raise ModelFileError(f"CSV file {name!r} cannot be read ({e.strerror or e}); check "
-                             "the path and its permissions") from e
+        raise ModelFileError(
+            f"CSV file {name!r} cannot be read ({e.strerror or e}); check "
+            "the path and its permissions"
+        ) from e
 
 
 def _read_csv(
-    lines: Iterable[str], columns: Sequence[str] | None, delimiter: str, source: str,
-    nan_policy: str = "raise", time_column: str | None = None,
+    lines: Iterable[str],
+    columns: Sequence[str] | None,
+    delimiter: str,
+    source: str,
+    nan_policy: str = "raise",
+    time_column: str | None = None,
 ) -> Series:
     """Parse an open CSV into a Series; see `load_csv`."""
     table = tables.read_table(lines, delimiter, source)
@@ -165,8 +173,11 @@ def _read_csv(
     if time_column is None:
         time_column = next(iter(timey), None)
     if columns is None:  # mostly-numeric columns; their gaps and typos get reported below
-        chosen = [h for h in header if h not in timey and h != time_column
-                  and tables.numeric_column(table.column(h))]
+        chosen = [
+            h
+            for h in header
+            if h not in timey and h != time_column and tables.numeric_column(table.column(h))
+        ]
     else:
         chosen = list(columns)
     if not chosen:
@@ -177,13 +188,17 @@ def _read_csv(
             "those to load"
         )
     values = tables.parse_numbers(table, chosen)
-    values = tables.fill_missing(values, nan_policy, columns=chosen, where=table.where,
-                                 what=source)
+    values = tables.fill_missing(values, nan_policy, columns=chosen, where=table.where, what=source)
     ignored = tuple(h for h in timey if h not in chosen)
-    labels = tuple(table.column(time_column)) if time_column and time_column not in chosen \
-        else None
-    return Series(values, tuple(chosen), source, time_column=time_column if labels else None,
-                  time=labels, ignored=ignored)
+    labels = tuple(table.column(time_column)) if time_column and time_column not in chosen else None
+    return Series(
+        values,
+        tuple(chosen),
+        source,
+        time_column=time_column if labels else None,
+        time=labels,
+        ignored=ignored,
+    )
 
 
 def make_windows(

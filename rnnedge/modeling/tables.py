@@ -20,14 +20,35 @@ from rnnedge.errors import InputError
 from rnnedge.runtime.gaps import MISSING_POLICIES, POLICY_HINT, fill_missing  # noqa: F401
 
 #: what counts as a missing cell (compared case-insensitively, after stripping)
-NA_TOKENS = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "<na>", "nil",
-                       "missing", "."})
+NA_TOKENS = frozenset(
+    {"", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "<na>", "nil", "missing", "."}
+)
 #: column names that label time rather than measure something
-TIME_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds", "year", "quarter",
-                        "month", "week", "day", "hour", "minute", "second", "period", "index",
-                        "idx", "unnamed: 0"})
-_DATE_TEXT = re.compile(r"^(\d{4}-\d{1,2}(-\d{1,2})?|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4})"
-                        r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+TIME_NAMES = frozenset(
+    {
+        "date",
+        "time",
+        "datetime",
+        "timestamp",
+        "ds",
+        "year",
+        "quarter",
+        "month",
+        "week",
+        "day",
+        "hour",
+        "minute",
+        "second",
+        "period",
+        "index",
+        "idx",
+        "unnamed: 0",
+    }
+)
+_DATE_TEXT = re.compile(
+    r"^(\d{4}-\d{1,2}(-\d{1,2})?|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4})"
+    r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+)
 #: an unnamed strictly increasing integer column this long with a constant step is an index
 _INDEX_MIN_ROWS = 10
 
@@ -35,8 +56,9 @@ _INDEX_MIN_ROWS = 10
 class Table:
     """A parsed CSV: header, cells and the file line of every data row, for messages."""
 
-    def __init__(self, header: list[str], rows: list[list[str]], lines: list[int],
-                 source: str) -> None:
+    def __init__(
+        self, header: list[str], rows: list[list[str]], lines: list[int], source: str
+    ) -> None:
         self.header = header
         self.rows = rows
         self.lines = lines
@@ -78,8 +100,10 @@ def read_table(lines: Iterable[str], delimiter: str, source: str) -> Table:
         raise InputError(f"{source} is empty; expected a header row and data rows")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
-        raise InputError(f"{source} has duplicated column names {dupes} in its header; a column "
-                         "must be named once so it can be selected by name")
+        raise InputError(
+            f"{source} has duplicated column names {dupes} in its header; a column "
+            "must be named once so it can be selected by name"
+        )
     if not rows:
         raise InputError(f"{source} has a header but no data rows; add data below the header")
     return Table(header, rows, where, source)

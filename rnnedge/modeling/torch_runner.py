@@ -58,8 +58,10 @@ class TorchRunner(Runner):
                 f"missing inputs {missing}; given {describe_feeds(feeds)}, "
                 f"expected {self._input_names}"
             )
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device)
-                for n in self._input_names]
+        args = [
+            torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device)
+            for n in self._input_names
+        ]
         with torch.inference_mode():
             out = self.module(*args)
         outs = list(out) if isinstance(out, (tuple, list)) else [out]

@@ -87,8 +87,7 @@ class TrainResult:
     @property
     def skill(self) -> float:
         """1 - MSE / persistence MSE: above 0 only when the model beats "no change"."""
-        return (1.0 - self.val_mse / self.persistence_mse
-                if self.persistence_mse > 0 else math.nan)
+        return 1.0 - self.val_mse / self.persistence_mse if self.persistence_mse > 0 else math.nan
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -130,8 +129,7 @@ def evaluate(
     pred_u = normalizer.inverse_targets(pred.numpy())[:, warmup:]
     true_u = normalizer.inverse_targets(y)[:, warmup:]
     persist_u = normalizer.inverse_targets(x[..., list(normalizer.target_index)])[:, warmup:]
-    return (float(np.mean((pred_u - true_u) ** 2)),
-            float(np.mean((persist_u - true_u) ** 2)))
+    return (float(np.mean((pred_u - true_u) ** 2)), float(np.mean((persist_u - true_u) ** 2)))
 
 
 def train(
@@ -143,17 +141,22 @@ def train(
     """Fit a next-step forecaster with Adam + MSE on a chronological train/validation split."""
     tc = train_config or TrainConfig()
     values = np.asarray(series.values, dtype=np.float64)
-    mc = model_config or ModelConfig(input_size=values.shape[1],
-                                     output_size=len(tc.target_index))
+    mc = model_config or ModelConfig(input_size=values.shape[1], output_size=len(tc.target_index))
     if mc.input_size != values.shape[1]:
-        raise InputError(f"model input_size={mc.input_size} but the series has "
-                         f"{values.shape[1]} columns {list(series.columns)}")
+        raise InputError(
+            f"model input_size={mc.input_size} but the series has "
+            f"{values.shape[1]} columns {list(series.columns)}"
+        )
     if mc.output_size != len(tc.target_index):
-        raise InputError(f"model output_size={mc.output_size} but {len(tc.target_index)} target "
-                         f"columns were chosen")
+        raise InputError(
+            f"model output_size={mc.output_size} but {len(tc.target_index)} target "
+            f"columns were chosen"
+        )
     if mc.bidirectional:
-        raise InputError("a bidirectional model sees the future it must forecast; train a "
-                         "unidirectional one (bidirectional models can still be exported)")
+        raise InputError(
+            "a bidirectional model sees the future it must forecast; train a "
+            "unidirectional one (bidirectional models can still be exported)"
+        )
     start = time.perf_counter()
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -165,16 +168,26 @@ def train(
     xt, yt = _windows(normalizer.transform(train_raw).astype(np.float32), tc, "train")
     xv, yv = _windows(normalizer.transform(val_raw).astype(np.float32), tc, "validation")
     if not mc.batch_first:
-        raise InputError("training uses batch-first windows; train with batch_first=True and "
-                         "export time-major by rebuilding the model if needed")
+        raise InputError(
+            "training uses batch-first windows; train with batch_first=True and "
+            "export time-major by rebuilding the model if needed"
+        )
     model = SequenceModel(mc)
     optim = torch.optim.Adam(model.parameters(), lr=tc.lr)
     loss_fn = nn.MSELoss()
     targets = tuple(series.columns[i] for i in normalizer.target_index)
-    contract = DataContract(tuple(series.columns), targets, 1, series.time_column,
-                            fingerprint=fingerprint(series))
-    result = TrainResult(model, normalizer, mc, tc, source=series.source, contract=contract,
-                         val_values=np.array(val_raw, dtype=np.float64))
+    contract = DataContract(
+        tuple(series.columns), targets, 1, series.time_column, fingerprint=fingerprint(series)
+    )
+    result = TrainResult(
+        model,
+        normalizer,
+        mc,
+        tc,
+        source=series.source,
+        contract=contract,
+        val_values=np.array(val_raw, dtype=np.float64),
+    )
     best_loss, best_state, stale = math.inf, None, 0
     xt_t, yt_t = torch.from_numpy(xt), torch.from_numpy(yt)
     xv_t, yv_t = torch.from_numpy(xv), torch.from_numpy(yv)
@@ -183,7 +196,7 @@ def train(
         order = rng.permutation(len(xt))
         total = 0.0
         for i in range(0, len(order), tc.batch_size):
-            idx = torch.from_numpy(order[i:i + tc.batch_size])
+            idx = torch.from_numpy(order[i : i + tc.batch_size])
             optim.zero_grad()
             pred, _ = model(xt_t[idx])
             loss = loss_fn(pred, yt_t[idx])
@@ -252,8 +265,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Load with `weights_only=True`: a file that carries pickled code is refused, not run."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"checkpoint '{path}' does not exist (expected a .pt file written "
-                             "by `rnnedge train`)")
+        raise ModelFileError(
+            f"checkpoint '{path}' does not exist (expected a .pt file written by `rnnedge train`)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -263,12 +277,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             f"({first[:160]}); expected weights and JSON only, as `rnnedge train` writes"
         ) from exc
     except Exception as exc:
-        raise ModelFileError(f"checkpoint '{path}' is corrupt or not a PyTorch file "
-                             f"({exc.__class__.__name__}); expected a .pt file from "
-                             "`rnnedge train`") from exc
+        raise ModelFileError(
+            f"checkpoint '{path}' is corrupt or not a PyTorch file "
+            f"({exc.__class__.__name__}); expected a .pt file from "
+            "`rnnedge train`"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"checkpoint '{path}' is not an rnnedge checkpoint (expected "
-                             f"format '{CHECKPOINT_FORMAT}')")
+        raise ModelFileError(
+            f"checkpoint '{path}' is not an rnnedge checkpoint (expected "
+            f"format '{CHECKPOINT_FORMAT}')"
+        )
     try:
         config = ModelConfig.from_dict(json.loads(payload["model_config"]))
         norm_text = payload.get("normalization")
@@ -281,10 +299,25 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         val = payload.get("val_values")
         val_values = val.numpy().astype(np.float64) if val is not None else None
         window = json.loads(payload.get("train_config", "{}")).get("window")
-    except (KeyError, ValueError, TypeError, RuntimeError, InputError, ModelFileError,
-            AttributeError) as exc:
-        raise ModelFileError(f"checkpoint '{path}' is damaged: {str(exc).splitlines()[0][:200]}"
-                             ) from exc
+    except (
+        KeyError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+        InputError,
+        ModelFileError,
+        AttributeError,
+    ) as exc:
+        raise ModelFileError(
+            f"checkpoint '{path}' is damaged: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     model.eval()
-    return Checkpoint(model, norm, metrics, str(payload.get("source", "")), contract,
-                      val_values, int(window) if isinstance(window, int) else None)
+    return Checkpoint(
+        model,
+        norm,
+        metrics,
+        str(payload.get("source", "")),
+        contract,
+        val_values,
+        int(window) if isinstance(window, int) else None,
+    )

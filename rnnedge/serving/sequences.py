@@ -51,11 +51,19 @@ class SequenceTable:
 
     _HISTORY = 4096
 
-    def __init__(self, model: Any, *, idle_timeout_s: float = IDLE_TIMEOUT_S,
-                 max_sequences: int = 10_000, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        max_sequences: int = 10_000,
+        clock: Any = time.monotonic,
+    ) -> None:
         if not 0 < idle_timeout_s < float("inf") or max_sequences < 1:
-            raise InputError(f"idle_timeout_s must be > 0 and max_sequences ≥ 1; got "
-                             f"{idle_timeout_s} and {max_sequences}")
+            raise InputError(
+                f"idle_timeout_s must be > 0 and max_sequences ≥ 1; got "
+                f"{idle_timeout_s} and {max_sequences}"
+            )
         self.model = model
         self.idle_timeout_s = float(idle_timeout_s)
         self.max_sequences = int(max_sequences)
@@ -88,8 +96,9 @@ class SequenceTable:
         now = self._clock()
         with self._lock:
             stale = [k for k, e in self._live.items() if now - e.last > self.idle_timeout_s]
-            entries = [self._forget(k, f"was evicted after {self.idle_timeout_s:g} s idle")
-                       for k in stale]
+            entries = [
+                self._forget(k, f"was evicted after {self.idle_timeout_s:g} s idle") for k in stale
+            ]
             self.counts["evicted"] += len(stale)
         for e in entries:
             if e is not None:
@@ -103,10 +112,13 @@ class SequenceTable:
                 raise StreamError(
                     f"sequence id {seq_id} is already live ({live.stream.steps} steps, started "
                     f"{now - live.started:.1f} s ago); send end=true on it first or start a "
-                    "new id")
+                    "new id"
+                )
             if len(self._live) >= self.max_sequences:
-                raise StreamError(f"{len(self._live)} sequences are live, the limit is "
-                                  f"{self.max_sequences}; end some or raise --max-sequences")
+                raise StreamError(
+                    f"{len(self._live)} sequences are live, the limit is "
+                    f"{self.max_sequences}; end some or raise --max-sequences"
+                )
             entry = _Live(self.model.stream(batch), now, now, batch)
             self._live[seq_id] = entry
             self._gone.pop(seq_id, None)
@@ -119,13 +131,16 @@ class SequenceTable:
             if entry is None:
                 how = self._gone.get(seq_id)
                 was = f" (it {how})" if how else ""
-                raise StreamError(f"unknown sequence id {seq_id}{was}; send start=true with the "
-                                  "first chunk of a sequence")
+                raise StreamError(
+                    f"unknown sequence id {seq_id}{was}; send start=true with the "
+                    "first chunk of a sequence"
+                )
             entry.last = now
             return entry
 
-    def step(self, seq_id: int, chunk: np.ndarray, *, start: bool = False,
-             end: bool = False) -> np.ndarray:
+    def step(
+        self, seq_id: int, chunk: np.ndarray, *, start: bool = False, end: bool = False
+    ) -> np.ndarray:
         """Advance sequence `seq_id` by `chunk`; opens it on `start`, frees it on `end`."""
         if seq_id == 0:
             raise InputError("seq_id 0 is reserved (no sequence); use a non-zero id")

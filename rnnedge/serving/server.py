@@ -38,8 +38,10 @@ import numpy as np
 from rnnedge.errors import InputError, RnnEdgeError, RuntimeUnavailableError
 from rnnedge.serving.sequences import END, SEQ_ID, START, SequenceTable, controls
 
-SETUP_HINT = ("create the serving interpreter with `bash scripts/setup-serving.sh` and run "
-              "`.venv-serving/bin/rnnedge serve ...`")
+SETUP_HINT = (
+    "create the serving interpreter with `bash scripts/setup-serving.sh` and run "
+    "`.venv-serving/bin/rnnedge serve ...`"
+)
 _REASON = re.compile(r"rnnedge\.errors\.(\w+Error): (.*)")
 
 
@@ -90,37 +92,43 @@ def check_interpreter() -> None:
         from pytriton.utils.distribution import get_libs_path, get_stub_path
     except ImportError as exc:
         raise RuntimeUnavailableError(
-            f"serving needs nvidia-pytriton, which is not importable here ({exc}); "
-            + SETUP_HINT) from exc
+            f"serving needs nvidia-pytriton, which is not importable here ({exc}); " + SETUP_HINT
+        ) from exc
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     stub = Path(get_stub_path(version))
     if not stub.exists():
-        raise RuntimeUnavailableError(f"nvidia-pytriton has no Python stub for Python {version}; "
-                                      + SETUP_HINT)
+        raise RuntimeUnavailableError(
+            f"nvidia-pytriton has no Python stub for Python {version}; " + SETUP_HINT
+        )
     soname = sysconfig.get_config_var("INSTSONAME") or f"libpython{version}.so.1.0"
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     ours = Path(libdir, soname)
     if not sysconfig.get_config_var("Py_ENABLE_SHARED") or not ours.exists():
         raise RuntimeUnavailableError(
             f"{sys.executable} (Python {sys.version.split()[0]}) has no shared libpython "
-            f"({ours} missing), which pytriton's stub needs; " + SETUP_HINT)
+            f"({ours} missing), which pytriton's stub needs; " + SETUP_HINT
+        )
     if shutil.which("ldd") is None:
         return
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH"),
-                                                  str(get_libs_path())) if p)
-    out = subprocess.run(["ldd", str(stub)], capture_output=True, text=True, env=env,
-                         timeout=30).stdout
+    env["LD_LIBRARY_PATH"] = ":".join(
+        p for p in (env.get("LD_LIBRARY_PATH"), str(get_libs_path())) if p
+    )
+    out = subprocess.run(
+        ["ldd", str(stub)], capture_output=True, text=True, env=env, timeout=30
+    ).stdout
     line = next((ln for ln in out.splitlines() if "libpython" in ln), "")
     resolved = line.split("=>")[-1].split("(")[0].strip() if "=>" in line else ""
     if not resolved or resolved == "not found":
         raise RuntimeUnavailableError(
-            f"pytriton's Python {version} stub finds no {soname} on this machine; " + SETUP_HINT)
+            f"pytriton's Python {version} stub finds no {soname} on this machine; " + SETUP_HINT
+        )
     if os.path.realpath(resolved) != os.path.realpath(ours):
         raise RuntimeUnavailableError(
             f"pytriton's stub would load {resolved}, but this interpreter "
             f"({sys.executable}, Python {sys.version.split()[0]}) is built with {ours}: model "
-            "loading fails on such a mismatch; " + SETUP_HINT)
+            "loading fails on such a mismatch; " + SETUP_HINT
+        )
 
 
 class RnnServer:
@@ -141,12 +149,21 @@ class RnnServer:
         exit_timeout_s: how long stopping waits for in-flight requests.
     """
 
-    def __init__(self, model_path: str | os.PathLike[str], *, name: str | None = None,
-                 host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
-                 instances: int = 2, idle_timeout_s: float = 60.0, max_sequences: int = 10_000,
-                 state_names: Mapping[str, str] | None = None,
-                 log_file: str | os.PathLike[str] | None = None,
-                 exit_timeout_s: int = 5) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        instances: int = 2,
+        idle_timeout_s: float = 60.0,
+        max_sequences: int = 10_000,
+        state_names: Mapping[str, str] | None = None,
+        log_file: str | os.PathLike[str] | None = None,
+        exit_timeout_s: int = 5,
+    ) -> None:
         from rnnedge.serving.triton_repo import default_name
 
         if instances < 1:
@@ -184,10 +201,12 @@ class RnnServer:
             raise InputError(f"the model's tensors may not be named {SEQ_ID}/{START}/{END}")
         x, y = spec.input(spec.data_input), spec.output(spec.data_output)
         dims = lambda t: tuple(d if isinstance(d, int) else -1 for d in t.shape)  # noqa: E731
-        inputs = [Tensor(name=x.name, dtype=np.dtype(x.dtype), shape=dims(x)),
-                  Tensor(name=SEQ_ID, dtype=np.int64, shape=(1,)),
-                  Tensor(name=START, dtype=np.bool_, shape=(1,), optional=True),
-                  Tensor(name=END, dtype=np.bool_, shape=(1,), optional=True)]
+        inputs = [
+            Tensor(name=x.name, dtype=np.dtype(x.dtype), shape=dims(x)),
+            Tensor(name=SEQ_ID, dtype=np.int64, shape=(1,)),
+            Tensor(name=START, dtype=np.bool_, shape=(1,), optional=True),
+            Tensor(name=END, dtype=np.bool_, shape=(1,), optional=True),
+        ]
         return inputs, [Tensor(name=y.name, dtype=np.dtype(y.dtype), shape=dims(y))]
 
     def _infer(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
@@ -219,27 +238,39 @@ class RnnServer:
         from pytriton.triton import Triton, TritonConfig
 
         t0 = time.perf_counter()
-        self.model = load(self.model_path, "ort-cpu", settings=STEP_SETTINGS,
-                          state_names=self.state_names)
+        self.model = load(
+            self.model_path, "ort-cpu", settings=STEP_SETTINGS, state_names=self.state_names
+        )
         try:
             if not self.model.spec.streamable:
                 self.model.stream()  # raises the StreamError that says why
-            self.table = SequenceTable(self.model, idle_timeout_s=self.idle_timeout_s,
-                                       max_sequences=self.max_sequences)
+            self.table = SequenceTable(
+                self.model, idle_timeout_s=self.idle_timeout_s, max_sequences=self.max_sequences
+            )
             inputs, outputs = self._tensors()
             config = TritonConfig(
-                http_address=self.host, grpc_address=self.host, http_port=self.http_port,
-                grpc_port=self.grpc_port, allow_metrics=False,
+                http_address=self.host,
+                grpc_address=self.host,
+                http_port=self.http_port,
+                grpc_port=self.grpc_port,
+                allow_metrics=False,
                 exit_timeout_secs=self.exit_timeout_s,
-                log_file=Path(self.log_file) if self.log_file else None)
+                log_file=Path(self.log_file) if self.log_file else None,
+            )
             self._scratch = Path(tempfile.mkdtemp(prefix="rnnedge-triton-"))
             self._triton = Triton(config=config, workspace=self._scratch / "workspace")
             with contextlib.suppress(Exception):  # pytriton's name for the stubs' shared memory
                 self._shm_prefix = str(
-                    self._triton._python_backend_config["shm-region-prefix-name"])
-            self._triton.bind(model_name=self.name, infer_func=[self._infer] * self.instances,
-                              inputs=inputs, outputs=outputs,
-                              config=ModelConfig(batching=False), strict=False)
+                    self._triton._python_backend_config["shm-region-prefix-name"]
+                )
+            self._triton.bind(
+                model_name=self.name,
+                infer_func=[self._infer] * self.instances,
+                inputs=inputs,
+                outputs=outputs,
+                config=ModelConfig(batching=False),
+                strict=False,
+            )
             self._triton.run()
         except RnnEdgeError:
             self.stop()
@@ -249,7 +280,8 @@ class RnnServer:
             where = f"; its log is {self.log_file}" if self.log_file else ""
             raise RuntimeUnavailableError(
                 f"Triton did not start on {self.host} (http {self.http_port}, grpc "
-                f"{self.grpc_port}): {exc.__class__.__name__}: {exc}{where}") from exc
+                f"{self.grpc_port}): {exc.__class__.__name__}: {exc}{where}"
+            ) from exc
         except BaseException:
             self.stop()
             raise
@@ -302,8 +334,9 @@ class RnnServer:
                 on_ready(self)
             while not done.wait(poll_s):
                 if not self.alive():
-                    raise RuntimeUnavailableError("the Triton server exited on its own; see its "
-                                                  "log for why")
+                    raise RuntimeUnavailableError(
+                        "the Triton server exited on its own; see its log for why"
+                    )
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)

@@ -54,9 +54,16 @@ __all__ = [
 
 PLATFORM = "onnxruntime_onnx"
 TRITON_TYPES = {
-    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64",
-    "bfloat16": "TYPE_BF16", "int64": "TYPE_INT64", "int32": "TYPE_INT32",
-    "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "float64": "TYPE_FP64",
+    "bfloat16": "TYPE_BF16",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "int16": "TYPE_INT16",
+    "int8": "TYPE_INT8",
+    "uint8": "TYPE_UINT8",
+    "bool": "TYPE_BOOL",
 }
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -93,8 +100,12 @@ class TritonOptions:
         problems = []
         if not _NAME_OK.match(self.name):
             problems.append(f"name '{self.name}' may hold only letters, digits and _.-")
-        for what in ("max_batch_size", "instances", "max_sequence_idle_us",
-                     "max_candidate_sequences"):
+        for what in (
+            "max_batch_size",
+            "instances",
+            "max_sequence_idle_us",
+            "max_candidate_sequences",
+        ):
             if int(getattr(self, what)) < 1:
                 problems.append(f"{what} must be ≥ 1, got {getattr(self, what)}")
         if self.max_queue_delay_us < 0:
@@ -129,8 +140,9 @@ def triton_type(dtype: str) -> str:
     try:
         return TRITON_TYPES[dtype]
     except KeyError:
-        raise UnsupportedModelError(f"dtype '{dtype}' has no Triton data type; supported: "
-                                    f"{', '.join(TRITON_TYPES)}") from None
+        raise UnsupportedModelError(
+            f"dtype '{dtype}' has no Triton data type; supported: {', '.join(TRITON_TYPES)}"
+        ) from None
 
 
 # -- config.pbtxt ---------------------------------------------------------------------------
@@ -180,11 +192,22 @@ def render_config(spec: RnnSpec, opts: TritonOptions) -> str:
         t = spec.input(p.input)
         dims = _to_batch_first(t.shape, p.batch_axis)[1:]
         dtype = Enum(triton_type(t.dtype))
-        states.append({
-            "input_name": p.input, "output_name": p.output, "data_type": dtype, "dims": dims,
-            "initial_state": [{"data_type": dtype, "dims": dims, "zero_data": True,
-                               "name": f"{p.input}_zeros"}],
-        })
+        states.append(
+            {
+                "input_name": p.input,
+                "output_name": p.output,
+                "data_type": dtype,
+                "dims": dims,
+                "initial_state": [
+                    {
+                        "data_type": dtype,
+                        "dims": dims,
+                        "zero_data": True,
+                        "name": f"{p.input}_zeros",
+                    }
+                ],
+            }
+        )
     controls = []
     for kind, (name, ttype) in CONTROLS.items():
         control: dict[str, Any] = {"kind": Enum(kind)}
@@ -194,24 +217,45 @@ def render_config(spec: RnnSpec, opts: TritonOptions) -> str:
             control["data_type"] = Enum(ttype)
         controls.append({"name": name, "control": [control]})
     if opts.strategy == "oldest":
-        strategy: dict[str, Any] = {"oldest": {
-            "max_candidate_sequences": max(opts.max_candidate_sequences, opts.max_batch_size),
-            "preferred_batch_size": [opts.max_batch_size],
-            "max_queue_delay_microseconds": opts.max_queue_delay_us}}
+        strategy: dict[str, Any] = {
+            "oldest": {
+                "max_candidate_sequences": max(opts.max_candidate_sequences, opts.max_batch_size),
+                "preferred_batch_size": [opts.max_batch_size],
+                "max_queue_delay_microseconds": opts.max_queue_delay_us,
+            }
+        }
     else:
         strategy = {"direct": {"max_queue_delay_microseconds": opts.max_queue_delay_us}}
     config = {
         "name": opts.name,
         "platform": PLATFORM,
         "max_batch_size": opts.max_batch_size,
-        "input": [{"name": x.name, "data_type": Enum(triton_type(x.dtype)),
-                   "dims": _config_dims(_to_batch_first(x.shape, spec.batch_axis)[1:])}],
-        "output": [{"name": y.name, "data_type": Enum(triton_type(y.dtype)),
-                    "dims": _config_dims(_to_batch_first(y.shape, spec.batch_axis)[1:])}],
-        "sequence_batching": {"max_sequence_idle_microseconds": opts.max_sequence_idle_us,
-                              **strategy, "control_input": controls, "state": states},
-        "instance_group": [{"count": opts.instances,
-                            "kind": Enum("KIND_GPU" if opts.kind == "gpu" else "KIND_CPU")}],
+        "input": [
+            {
+                "name": x.name,
+                "data_type": Enum(triton_type(x.dtype)),
+                "dims": _config_dims(_to_batch_first(x.shape, spec.batch_axis)[1:]),
+            }
+        ],
+        "output": [
+            {
+                "name": y.name,
+                "data_type": Enum(triton_type(y.dtype)),
+                "dims": _config_dims(_to_batch_first(y.shape, spec.batch_axis)[1:]),
+            }
+        ],
+        "sequence_batching": {
+            "max_sequence_idle_microseconds": opts.max_sequence_idle_us,
+            **strategy,
+            "control_input": controls,
+            "state": states,
+        },
+        "instance_group": [
+            {
+                "count": opts.instances,
+                "kind": Enum("KIND_GPU" if opts.kind == "gpu" else "KIND_CPU"),
+            }
+        ],
     }
     return _pb(config) + "\n"
 
@@ -224,8 +268,9 @@ def parse_config(text: str) -> Any:
     try:
         return text_format.Parse(text, pb2.ModelConfig())
     except text_format.ParseError as exc:
-        raise ExportError(f"the Triton config written does not parse as ModelConfig: {exc}"
-                          ) from exc
+        raise ExportError(
+            f"the Triton config written does not parse as ModelConfig: {exc}"
+        ) from exc
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -298,6 +343,12 @@ def write_repository(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RepoResult(final, final / "1" / "model.onnx", final / "config.pbtxt", text, diff,
-                      [tuple(s) for s in VERIFY_SHAPES], parsed)
-
+    return RepoResult(
+        final,
+        final / "1" / "model.onnx",
+        final / "config.pbtxt",
+        text,
+        diff,
+        [tuple(s) for s in VERIFY_SHAPES],
+        parsed,
+    )

@@ -39,27 +39,35 @@ def _to_batch_first(shape: Sequence[Any], axis: int) -> list[Any]:
 def check_servable(spec: RnnSpec) -> None:
     """Refuse, with the reason, a model whose state Triton could not carry between requests."""
     if not spec.streamable:
-        why = ("it is bidirectional: each output depends on steps not yet sent"
-               if spec.bidirectional else "it has no recurrent state inputs/outputs")
+        why = (
+            "it is bidirectional: each output depends on steps not yet sent"
+            if spec.bidirectional
+            else "it has no recurrent state inputs/outputs"
+        )
         raise UnsupportedModelError(
             f"cannot serve this model as a Triton sequence model: {why}; serve whole "
-            "sequences with a plain (stateless) model configuration instead")
+            "sequences with a plain (stateless) model configuration instead"
+        )
     states = {p.input for p in spec.state_pairs}
     extra = [t.name for t in spec.inputs if t.name != spec.data_input and t.name not in states]
     if extra:
         raise UnsupportedModelError(
             f"inputs {extra} are neither data nor state; Triton's batcher needs a batch axis "
-            "on every input: fold them into the graph as initializers first")
+            "on every input: fold them into the graph as initializers first"
+        )
     taken = {t.name for t in spec.inputs} & {n for n, _ in CONTROLS.values()}
     if taken:
-        raise UnsupportedModelError(f"the model already has inputs named {sorted(taken)}, "
-                                    "which Triton's sequence controls need")
+        raise UnsupportedModelError(
+            f"the model already has inputs named {sorted(taken)}, "
+            "which Triton's sequence controls need"
+        )
     for p in spec.state_pairs:
         dims = _to_batch_first(spec.input(p.input).shape, p.batch_axis)[1:]
         if not all(isinstance(d, int) for d in dims):
             raise UnsupportedModelError(
                 f"state '{p.input}' has symbolic dims {dims} besides batch; Triton's "
-                "implicit state needs fixed dims to make its zero initial state")
+                "implicit state needs fixed dims to make its zero initial state"
+            )
 
 
 # -- the wrapper graph ----------------------------------------------------------------------
@@ -85,8 +93,10 @@ def _value_info(name: str, elem_type: int, shape: Sequence[Any]) -> Any:
 
 
 def _dims(vi: Any) -> list[Any]:
-    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
-            for d in vi.type.tensor_type.shape.dim]
+    return [
+        d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+        for d in vi.type.tensor_type.shape.dim
+    ]
 
 
 def wrap_for_triton(model: Any, spec: RnnSpec, *, normalize: bool = True) -> Any:
@@ -123,14 +133,22 @@ def wrap_for_triton(model: Any, spec: RnnSpec, *, normalize: bool = True) -> Any
         steps: list[tuple[str, Any]] = list(ops)
         others = [i for i in range(len(dims)) if i != axis]
         if axis != 0:
-            steps.append(("Transpose", [0 if i == axis else others.index(i) + 1
-                                        for i in range(len(dims))] if is_input else
-                          [axis, *others]))
+            steps.append(
+                (
+                    "Transpose",
+                    [0 if i == axis else others.index(i) + 1 for i in range(len(dims))]
+                    if is_input
+                    else [axis, *others],
+                )
+            )
         cur, dst = (name, inner) if is_input else (inner, name)
         for k, (op, arg) in enumerate(steps):
             out = dst if k == len(steps) - 1 else f"{name}__{op.lower()}{k}"
-            node = (helper.make_node(op, [cur], [out], perm=arg) if op == "Transpose"
-                    else helper.make_node(op, [cur, arg], [out]))
+            node = (
+                helper.make_node(op, [cur], [out], perm=arg)
+                if op == "Transpose"
+                else helper.make_node(op, [cur, arg], [out])
+            )
             (pre if is_input else post).append(node)
             cur = out
 
@@ -138,10 +156,14 @@ def wrap_for_triton(model: Any, spec: RnnSpec, *, normalize: bool = True) -> Any
     y_ops: list[tuple[str, str]] = []
     if norm is not None:
         t = list(norm.target_index)
-        x_ops = [("Sub", const("rnnedge_x_mean", norm.mean)),
-                 ("Div", const("rnnedge_x_std", norm.std))]
-        y_ops = [("Mul", const("rnnedge_y_std", [norm.std[i] for i in t])),
-                 ("Add", const("rnnedge_y_mean", [norm.mean[i] for i in t]))]
+        x_ops = [
+            ("Sub", const("rnnedge_x_mean", norm.mean)),
+            ("Div", const("rnnedge_x_std", norm.std)),
+        ]
+        y_ops = [
+            ("Mul", const("rnnedge_y_std", [norm.std[i] for i in t])),
+            ("Add", const("rnnedge_y_mean", [norm.mean[i] for i in t])),
+        ]
     relayout(spec.data_input, spec.batch_axis, x_ops, True)
     relayout(spec.data_output, spec.batch_axis, y_ops, False)
     for p in spec.state_pairs:
@@ -159,9 +181,12 @@ def wrap_for_triton(model: Any, spec: RnnSpec, *, normalize: bool = True) -> Any
     keep = [p for p in m.metadata_props if p.key not in (SPEC_KEY, WRAPPER_KEY)]
     del m.metadata_props[:]
     m.metadata_props.extend(keep)
-    info = {"layout": "batch-first", "normalized_in_graph": norm is not None,
-            "controls": [n for n, _ in CONTROLS.values()],
-            "state_pairs": [[p.input, p.output] for p in spec.state_pairs]}
+    info = {
+        "layout": "batch-first",
+        "normalized_in_graph": norm is not None,
+        "controls": [n for n, _ in CONTROLS.values()],
+        "state_pairs": [[p.input, p.output] for p in spec.state_pairs],
+    }
     m.metadata_props.add(key=WRAPPER_KEY, value=json.dumps(info, sort_keys=True))
     return m
 
@@ -170,8 +195,14 @@ def wrap_for_triton(model: Any, spec: RnnSpec, *, normalize: bool = True) -> Any
 VERIFY_SHAPES = ((1, 1), (3, 7), (2, 33))
 
 
-def verify_wrapper(source: Any, wrapped: bytes, *, normalize: bool = True,
-                   shapes: Sequence[tuple[int, int]] = VERIFY_SHAPES, seed: int = 0) -> float:
+def verify_wrapper(
+    source: Any,
+    wrapped: bytes,
+    *,
+    normalize: bool = True,
+    shapes: Sequence[tuple[int, int]] = VERIFY_SHAPES,
+    seed: int = 0,
+) -> float:
     """Max |wrapped − original| over `shapes`; raises ExportError beyond fp32/fp16 tolerance.
 
     `source` is the loaded original (`rnnedge.load`); it runs with its stored normalization
@@ -197,14 +228,16 @@ def verify_wrapper(source: Any, wrapped: bytes, *, normalize: bool = True,
             wf[name] = np.zeros((batch, 1), np.uint64 if ttype == "TYPE_UINT64" else np.bool_)
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, wf), strict=True))
         pairs = [(spec.data_output, np.moveaxis(y, spec.batch_axis, 0))]
-        pairs += [(p.output, np.moveaxis(state[p.input], p.batch_axis, 0))
-                  for p in spec.state_pairs]
+        pairs += [
+            (p.output, np.moveaxis(state[p.input], p.batch_axis, 0)) for p in spec.state_pairs
+        ]
         for name, expected in pairs:
             max_abs, _, ok, detail = compare_arrays(expected, got[name], tol)
             worst = max(worst, max_abs)
             if not ok:
                 failures.append(f"{name} at batch {batch}, seq_len {seq_len}: {detail}")
     if failures:
-        raise ExportError("the Triton wrapper differs from the original model: "
-                          + "; ".join(failures))
+        raise ExportError(
+            "the Triton wrapper differs from the original model: " + "; ".join(failures)
+        )
     return worst

@@ -1,25 +1,32 @@
-"""Forecast a CSV series with an ONNX model, whole or streamed, and write what came out.
+"""Forecast a CSV series with an ONNX model, whole, streamed, or row by row from a live feed.
 
-What `rnnedge run` does. numpy + onnxruntime only: the CSV reader is numpy's, the model runs
-through `rnnedge.runtime`, and the forecasts are in the data's units because the model file
-carries the normalization it was trained with.
+What `rnnedge run` does. numpy + onnxruntime only. Columns are matched *by name* when the model
+carries a data contract (its feature and target names, stored at export), so a CSV whose
+columns are in another order gives the same forecast and one missing a column is refused; a
+model without a contract is fed positionally, checked on the count. Each output row says what
+it is: the input row's step and time label, the horizon (row t forecasts t + horizon), and
+`forecast_<target>` in the data's units.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.fileio import atomic_write, atomic_write_text
-from rnnedge.runtime.gaps import MISSING_POLICIES
+from rnnedge.runtime.gaps import MISSING_POLICIES, POLICY_HINT, fill_missing
 
 FORMATS = (".csv", ".npy", ".json")
+#: a live feed fills each row as it comes; interpolation would need the rows after a gap
+LIVE_POLICIES = ("raise", "zero", "ffill")
 
 
 @dataclass(frozen=True)
@@ -28,18 +35,18 @@ class ForecastJob:
 
     Attributes:
         model: The `.onnx` file.
-        series: A CSV file with a header row; one sequence, one row per step.
-        columns: Input columns; None takes every numeric one.
+        series: A CSV file with a header row (one sequence, one row per step); None reads
+            the CSV from `source` (stdin for the CLI) instead.
+        columns: Input columns; None takes the model's own (by name) or every numeric one.
         runtime: A registered runtime, or "auto".
         stream: Feed the series chunk by chunk, carrying state, instead of in one pass.
         chunk: Steps per chunk when streaming.
         state_names: State pairs (input → output) of a model rnnedge did not write.
-        nan_policy: How gaps (empty or NaN cells) are filled, as in training: "raise",
-            "zero", "ffill" or "interpolate"; "zero" and "ffill" also cover infinities.
+        nan_policy: How gaps (empty cells, NA tokens, NaN) are filled, as in training.
     """
 
     model: Path
-    series: Path
+    series: Path | None
     columns: tuple[str, ...] | None = None
     runtime: str = "auto"
     stream: bool = False
@@ -54,48 +61,115 @@ class Forecast:
 
     values: np.ndarray
     columns: tuple[str, ...]
+    horizon: int = 1
+    time_column: str | None = None
+    time: tuple[str, ...] | None = None
+    #: the input step of the first row (a live feed answers one row at a time)
+    first_step: int = 0
 
-    def csv_text(self) -> str:
-        """`step,forecast_<column>...` with one row per step, full float precision."""
+    def header(self) -> list[str]:
+        time = [self.time_column] if self.time_column and self.time is not None else []
+        return ["step", *time, "horizon", *(f"forecast_{c}" for c in self.columns)]
+
+    def row(self, i: int) -> list[Any]:
+        time = [self.time[i]] if self.time_column and self.time is not None else []
+        return [self.first_step + i, *time, self.horizon, *(float(v) for v in self.values[i])]
+
+    def csv_text(self, header: bool = True) -> str:
+        """One row per input step, floats at full precision."""
         buf = io.StringIO()
-        buf.write("step," + ",".join(f"forecast_{c}" for c in self.columns) + "\n")
-        for i, row in enumerate(self.values):
-            buf.write(f"{i}," + ",".join(repr(float(v)) for v in row) + "\n")
+        writer = csv.writer(buf, lineterminator="\n")
+        if header:
+            writer.writerow(self.header())
+        for i in range(len(self.values)):
+            writer.writerow([repr(v) if isinstance(v, float) else v for v in self.row(i)])
         return buf.getvalue()
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "horizon": self.horizon,
+            "time_column": self.time_column,
+            "rows": [
+                dict(zip(self.header(), self.row(i), strict=True)) for i in range(len(self.values))
+            ],
+        }
 
-def forecast(job: ForecastJob) -> Forecast:
-    """Run the model over the series; streamed output equals one full pass.
+
+def choose_columns(
+    spec: Any, requested: Sequence[str] | None, available: Sequence[str] | None = None
+) -> list[str] | None:
+    """The columns to read, in the model's order, or None to take every numeric column.
+
+    Raises:
+        InputError: With a contract: `requested` is not the model's set of features, or the
+            data lacks some of them (both sets are named).
+    """
+    contract = spec.contract
+    if contract is None:
+        return list(requested) if requested else None
+    wanted = list(contract.features)
+    if requested is not None and set(requested) != set(wanted):
+        raise InputError(
+            f"--columns {list(requested)} are not the model's features; it was trained on "
+            f"{wanted} (missing: {sorted(set(wanted) - set(requested)) or 'none'}, extra: "
+            f"{sorted(set(requested) - set(wanted)) or 'none'})"
+        )
+    if available is not None:
+        missing = [c for c in wanted if c not in available]
+        if missing:
+            raise InputError(
+                f"the data lacks column(s) {missing} the model was trained on; it needs "
+                f"{wanted} and has {list(available)}"
+            )
+    return wanted
+
+
+def _targets(spec: Any, columns: Sequence[str], width: int) -> tuple[str, ...]:
+    if spec.contract is not None:
+        return tuple(spec.contract.targets)
+    norm = spec.normalization
+    if norm and max(norm.target_index) < len(columns):
+        return tuple(columns[i] for i in norm.target_index)
+    return tuple(f"y{i}" for i in range(width))
+
+
+def forecast(job: ForecastJob, source: IO[str] | None = None) -> Forecast:
+    """Run the model over the whole series; streamed output equals one full pass.
 
     Raises:
         ModelFileError: The model or CSV file is missing or unreadable.
-        InputError: A column is missing, a cell is not a number, NaN under "raise", the
+        InputError: A column is missing, a cell is not a number, a gap under "raise", the
             feature count differs from the model's, or `chunk` < 1.
         RuntimeUnavailableError: The runtime is unknown or not available here.
     """
     from rnnedge.modeling import data
-    from rnnedge.runtime.inputs import NAN_POLICIES, check_sequence
+    from rnnedge.runtime.inputs import check_sequence
     from rnnedge.runtime.model import load
 
-    if job.chunk < 1:
-        raise InputError(f"chunk must be ≥ 1, got {job.chunk}")
-    if job.nan_policy not in MISSING_POLICIES:
-        raise InputError(
-            f"nan_policy '{job.nan_policy}' is not one of {', '.join(MISSING_POLICIES)}"
-        )
-    series = data.load_csv(
-        job.series, list(job.columns) if job.columns else None, nan_policy=job.nan_policy
-    )
-    # the reader filled the gaps; what is left non-finite (inf) the model's checks judge
-    policy = job.nan_policy if job.nan_policy in NAN_POLICIES else "raise"
+    _check_job(job)
     with load(job.model, job.runtime, state_names=job.state_names) as model:
         spec = model.spec
+        if job.series is not None:
+            header = _csv_header(job.series)
+            series = data.load_csv(
+                job.series, choose_columns(spec, job.columns, header), nan_policy=job.nan_policy
+            )
+        else:
+            text = source.read() if source is not None else ""
+            header = next(csv.reader(io.StringIO(text)), [])
+            series = data._read_csv(
+                io.StringIO(text),
+                choose_columns(spec, job.columns, header),
+                ",",
+                "<stdin>",
+                job.nan_policy,
+            )
         x = series.values.astype(np.float32)
         x = x[None] if spec.batch_first else x[:, None]
-        # the whole series at once, so NaN indices are the file's and ffill crosses chunks
-        x = check_sequence(x, spec, "x", policy)
+        x = check_sequence(x, spec, "x")  # the reader filled the gaps; infinities are refused
         if job.stream:
-            stream = model.stream(batch=1, nan_policy=policy)
+            stream = model.stream(batch=1)
             steps = x.shape[spec.seq_axis]
             parts = [
                 stream.step(np.take(x, range(i, min(i + job.chunk, steps)), axis=spec.seq_axis))
@@ -103,15 +177,143 @@ def forecast(job: ForecastJob) -> Forecast:
             ]
             y = np.concatenate(parts, axis=spec.seq_axis)
         else:
-            y, _ = model.run(x, nan_policy=policy)
+            y, _ = model.run(x)
         y = y[0] if spec.batch_first else y[:, 0]
-        norm = spec.normalization
-        names = (
-            [series.columns[i] for i in norm.target_index]
-            if norm and max(norm.target_index) < len(series.columns)
-            else [f"y{i}" for i in range(y.shape[-1])]
+        _check_finite(y)
+        horizon = spec.contract.horizon if spec.contract else 1
+        return Forecast(
+            y, _targets(spec, series.columns, y.shape[-1]), horizon, series.time_column, series.time
         )
-    return Forecast(y, tuple(names))
+
+
+def forecast_live(job: ForecastJob, lines: Iterable[str], emit: Callable[[Forecast], None]) -> int:
+    """Answer each CSV row as it arrives: one model step per row, state carried.
+
+    `emit` gets a one-row `Forecast` whose `first_step` is the row's step. Returns the number
+    of rows answered.
+
+    Raises:
+        InputError: As `forecast`, for the header and for each row (naming its file line).
+    """
+    from rnnedge.runtime.inputs import check_sequence
+    from rnnedge.runtime.model import load
+
+    _check_job(job)
+    if job.nan_policy not in LIVE_POLICIES:
+        raise InputError(
+            f"nan policy '{job.nan_policy}' needs the rows after a gap; a live "
+            f"feed supports {', '.join(LIVE_POLICIES)}"
+        )
+    reader = csv.reader(iter(lines))
+    header = [c.strip() for c in next(reader, [])]
+    if not header:
+        raise InputError("<stdin> is empty; expected a header row and then one row per step")
+    with load(job.model, job.runtime, state_names=job.state_names) as model:
+        spec = model.spec
+        names = choose_columns(spec, job.columns, header) or _numeric_guess(header)
+        unknown = [c for c in names if c not in header]
+        if unknown:
+            raise InputError(f"column(s) {unknown} are not in <stdin>'s header {header}")
+        cols = [header.index(c) for c in names]
+        time_col = next((c for c in header if c not in names and _is_time_name(c)), None)
+        targets = _targets(spec, names, 0)
+        horizon = spec.contract.horizon if spec.contract else 1
+        stream = model.stream(batch=1)
+        carry: np.ndarray | None = None
+        step = 0
+        for cells in _rows(reader, len(header)):
+            row = _row_values([cells[j] for j in cols], names, reader.line_num)
+            row = fill_missing(
+                row[None],
+                job.nan_policy,
+                columns=names,
+                carry=carry,
+                where=lambda _r, n=reader.line_num: f"<stdin> line {n}",
+            )
+            carry = row[0]
+            x = (
+                row.astype(np.float32)[None]
+                if spec.batch_first
+                else row.astype(np.float32)[:, None]
+            )
+            y = stream.step(check_sequence(x, spec, "row"))
+            y = y[0] if spec.batch_first else y[:, 0]
+            _check_finite(y)
+            label = (cells[header.index(time_col)],) if time_col else None
+            emit(
+                Forecast(
+                    y, targets or _targets(spec, names, y.shape[-1]), horizon, time_col, label, step
+                )
+            )
+            step += 1
+        return step
+
+
+def _check_job(job: ForecastJob) -> None:
+    if job.chunk < 1:
+        raise InputError(f"chunk must be ≥ 1, got {job.chunk}")
+    if job.nan_policy not in MISSING_POLICIES:
+        raise InputError(
+            f"nan_policy '{job.nan_policy}' is not one of {', '.join(MISSING_POLICIES)}"
+        )
+
+
+def _check_finite(y: np.ndarray) -> None:
+    """Finite input that gives a non-finite forecast is a broken model, never a number."""
+    if not np.all(np.isfinite(y)):
+        raise InputError(
+            "the model produced non-finite forecasts from finite input; its weights or stored "
+            "normalization are broken (re-export it) or the input is far outside the training "
+            "range"
+        )
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return [c.strip() for c in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None  # the full read reports it properly
+
+
+def _is_time_name(name: str) -> bool:
+    from rnnedge.modeling.tables import TIME_NAMES
+
+    return name.strip().lower() in TIME_NAMES
+
+
+def _numeric_guess(header: Sequence[str]) -> list[str]:
+    """Without a contract or --columns, a live feed takes every column not named like time."""
+    return [c for c in header if not _is_time_name(c)]
+
+
+def _rows(reader: Any, width: int) -> Iterator[list[str]]:
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != width:
+            raise InputError(
+                f"<stdin> line {reader.line_num} has {len(cells)} fields but the header has {width}"
+            )
+        yield [c.strip() for c in cells]
+
+
+def _row_values(cells: Sequence[str], names: Sequence[str], line: int) -> np.ndarray:
+    from rnnedge.modeling.tables import is_missing
+
+    out = np.empty(len(cells), dtype=np.float64)
+    for j, text in enumerate(cells):
+        if is_missing(text):
+            out[j] = np.nan
+            continue
+        try:
+            out[j] = float(text)
+        except ValueError:
+            raise InputError(
+                f"column {names[j]!r} has non-numeric value {text!r} at <stdin> "
+                f"line {line}; expected a number ({POLICY_HINT} for gaps)"
+            ) from None
+    return out
 
 
 def write_forecast(result: Forecast, path: str | Path) -> Path:
@@ -132,6 +334,5 @@ def write_forecast(result: Forecast, path: str | Path) -> Path:
 
         return atomic_write(path, save_npy)
     if suffix == ".json":
-        text = json.dumps({"columns": list(result.columns), "forecast": result.values.tolist()})
-        return atomic_write_text(path, text)
+        return atomic_write_text(path, json.dumps(result.to_dict()) + "\n")
     raise InputError(f"output '{path}' must end in .csv, .npy or .json")

@@ -123,6 +123,7 @@ def export_checkpoint(job: ExportJob) -> ExportResult:
             exporter=job.exporter,
             opset=job.opset,
             normalization=ckpt.normalization,
+            contract=ckpt.contract,
             verify=job.verify,
         )
 

@@ -38,8 +38,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     raw_rows = list(cells)
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if _numeric(v) else v.ljust(w)
-                         for v, w in zip(values, widths, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(values, widths, strict=True)
+        ).rstrip()
 
     out = [line(list(headers)), line(["-" * w for w in widths])]
     out += [line(r) for r in raw_rows]
@@ -100,28 +101,50 @@ def inspect_text(info: Mapping[str, Any]) -> str:
     """`rnnedge inspect` as text: tensors, state pairs, extra inputs, RNN ops."""
 
     def tensors(items: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-        return [[t["name"], t["dtype"], "(" + ", ".join(str(d) for d in t["shape"]) + ")",
-                 ",".join(str(a) for a in t.get("dynamic_axes", [])) or "-"] for t in items]
+        return [
+            [
+                t["name"],
+                t["dtype"],
+                "(" + ", ".join(str(d) for d in t["shape"]) + ")",
+                ",".join(str(a) for a in t.get("dynamic_axes", [])) or "-",
+            ]
+            for t in items
+        ]
 
     head = ("name", "dtype", "shape", "dynamic axes")
-    lines = [f"model: {info.get('source', '')}", "", "inputs:",
-             table(head, tensors(info.get("inputs", []))), "", "outputs:",
-             table(head, tensors(info.get("outputs", []))), ""]
+    lines = [
+        f"model: {info.get('source', '')}",
+        "",
+        "inputs:",
+        table(head, tensors(info.get("inputs", []))),
+        "",
+        "outputs:",
+        table(head, tensors(info.get("outputs", []))),
+        "",
+    ]
     origin = info.get("spec_origin")
-    lines.append(f"spec: {origin or 'none'}" + (f" ({info['spec_error']})"
-                                               if info.get("spec_error") else ""))
+    lines.append(
+        f"spec: {origin or 'none'}" + (f" ({info['spec_error']})" if info.get("spec_error") else "")
+    )
     spec = info.get("spec") or {}
     if spec:
-        lines.append(f"data: {spec.get('data_input')} -> {spec.get('data_output')}, "
-                     f"batch axis {spec.get('batch_axis')}, seq axis {spec.get('seq_axis')}, "
-                     f"streamable: {fmt(spec.get('streamable'))}")
+        lines.append(
+            f"data: {spec.get('data_input')} -> {spec.get('data_output')}, "
+            f"batch axis {spec.get('batch_axis')}, seq axis {spec.get('seq_axis')}, "
+            f"streamable: {fmt(spec.get('streamable'))}"
+        )
         if spec.get("cell"):
-            lines.append(f"cell: {spec['cell']} {spec.get('num_layers')}x"
-                         f"{spec.get('hidden_size')}, bidirectional: "
-                         f"{fmt(spec.get('bidirectional'))}")
+            lines.append(
+                f"cell: {spec['cell']} {spec.get('num_layers')}x"
+                f"{spec.get('hidden_size')}, bidirectional: "
+                f"{fmt(spec.get('bidirectional'))}"
+            )
+        lines += _contract_lines(spec.get("contract"), spec.get("normalization"))
     pairs = info.get("state_pairs") or []
-    lines.append("state pairs: " + (", ".join(f"{p['input']} -> {p['output']}" for p in pairs)
-                                    if pairs else "none"))
+    lines.append(
+        "state pairs: "
+        + (", ".join(f"{p['input']} -> {p['output']}" for p in pairs) if pairs else "none")
+    )
     extra = info.get("extra_inputs") or []
     lines.append("extra inputs: " + (", ".join(t["name"] for t in extra) if extra else "none"))
     ops = info.get("ops") or []
@@ -129,9 +152,47 @@ def inspect_text(info: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _contract_lines(
+    contract: Mapping[str, Any] | None, norm: Mapping[str, Any] | None
+) -> list[str]:
+    """The data contract as `inspect` shows it: which columns go in and come out, and how."""
+    if not contract:
+        return [
+            "data contract: none (columns are fed by position; re-export from a checkpoint "
+            "made by this rnnedge to match them by name)"
+        ]
+    lines = [
+        f"features (in this order): {', '.join(contract['features'])}",
+        f"forecasts: {', '.join(contract['targets'])}, {contract.get('horizon', 1)} step(s) "
+        "ahead (output row t is the forecast for t + horizon)",
+    ]
+    if contract.get("time_column"):
+        lines.append(f"time column: {contract['time_column']}")
+    if norm:
+        stats = ", ".join(
+            f"{name} mean {fmt(m)} std {fmt(s)}"
+            for name, m, s in zip(contract["features"], norm["mean"], norm["std"], strict=False)
+        )
+        lines.append(f"normalization: {stats}")
+    if contract.get("fingerprint"):
+        lines.append(f"training data: {contract['fingerprint']}")
+    return lines
+
+
 # --- latency benchmarks (`rnnedge bench`, benchmarks/run_matrix.py) ---------------------------
-BENCH_HEADERS = ("runner", "kind", "batch", "seq_len", "p50 ms", "p90 ms", "seq/s", "steps/s",
-                 "vs eager", "vs ort-raw", "noisy")
+BENCH_HEADERS = (
+    "runner",
+    "kind",
+    "batch",
+    "seq_len",
+    "p50 ms",
+    "p90 ms",
+    "seq/s",
+    "steps/s",
+    "vs eager",
+    "vs ort-raw",
+    "noisy",
+)
 
 
 def ratio(value: float | None) -> str | None:
@@ -144,25 +205,43 @@ def bench_rows(result: Mapping[str, Any]) -> list[list[Any]]:
     rows = []
     for p in result.get("points", []):
         lat = p["latency_s"]
-        rows.append([p["runner"], p["kind"], p["batch"], p["seq_len"], 1e3 * lat["p50"],
-                     1e3 * lat["p90"], p["sequences_per_s"], p["steps_per_s"],
-                     ratio(p.get("vs_eager")), ratio(p.get("vs_ort_raw")),
-                     "yes" if p.get("noisy") else ""])
+        rows.append(
+            [
+                p["runner"],
+                p["kind"],
+                p["batch"],
+                p["seq_len"],
+                1e3 * lat["p50"],
+                1e3 * lat["p90"],
+                p["sequences_per_s"],
+                p["steps_per_s"],
+                ratio(p.get("vs_eager")),
+                ratio(p.get("vs_ort_raw")),
+                "yes" if p.get("noisy") else "",
+            ]
+        )
     return rows
 
 
 def _bench_header_lines(result: Mapping[str, Any]) -> list[str]:
     env = result.get("environment", {})
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
-    lines = [f"model: {result.get('model', '')}",
-             f"machine: {env.get('cpu_model', '?')}, {env.get('cores', '?')} cores; {versions}",
-             f"budget per point: {fmt(float(result.get('budget_s', 0)))} s after "
-             f"{result.get('warmup', 0)} warm-up calls; ratios are speedups (baseline p50 / "
-             "runner p50, > 1 = faster), measured in this run"]
+    lines = [
+        f"model: {result.get('model', '')}",
+        f"machine: {env.get('cpu_model', '?')}, {env.get('cores', '?')} cores; {versions}",
+        f"budget per point: {fmt(float(result.get('budget_s', 0)))} s after "
+        f"{result.get('warmup', 0)} warm-up calls; ratios are speedups (baseline p50 / "
+        "runner p50, > 1 = faster), measured in this run",
+    ]
     for name, info in result.get("runners", {}).items():
-        lines.append(f"runner {name}: {info.get('description', '')}"
-                     + (f" — settings {json.dumps(info['settings'], sort_keys=True)}"
-                        if info.get("settings") is not None else ""))
+        lines.append(
+            f"runner {name}: {info.get('description', '')}"
+            + (
+                f" — settings {json.dumps(info['settings'], sort_keys=True)}"
+                if info.get("settings") is not None
+                else ""
+            )
+        )
     lines += [f"skipped {name}: {why}" for name, why in result.get("skipped", {}).items()]
     lines += [f"note: {n}" for n in result.get("notes", [])]
     return lines
@@ -170,14 +249,21 @@ def _bench_header_lines(result: Mapping[str, Any]) -> list[str]:
 
 def bench_text(result: Mapping[str, Any]) -> str:
     """`rnnedge bench` for a terminal: what ran where, then the table."""
-    return "\n".join([*_bench_header_lines(result), "",
-                      table(BENCH_HEADERS, bench_rows(result))])
+    return "\n".join([*_bench_header_lines(result), "", table(BENCH_HEADERS, bench_rows(result))])
 
 
 def bench_markdown(result: Mapping[str, Any]) -> str:
     head = _bench_header_lines(result)
-    return "\n".join(["# rnnedge bench", "", *[f"- {line}" for line in head], "",
-                      markdown_table(BENCH_HEADERS, bench_rows(result)), ""])
+    return "\n".join(
+        [
+            "# rnnedge bench",
+            "",
+            *[f"- {line}" for line in head],
+            "",
+            markdown_table(BENCH_HEADERS, bench_rows(result)),
+            "",
+        ]
+    )
 
 
 def _pyplot() -> Any:
@@ -201,32 +287,63 @@ def plot_bench(result: Mapping[str, Any], path: str | Path) -> Path:
     for i, runner in enumerate(runners):
         color = f"C{i % 10}"
         for j, batch in enumerate(batches):
-            pts = sorted((p["seq_len"], 1e3 * p["latency_s"]["p50"]) for p in points
-                         if p["runner"] == runner and p["batch"] == batch)
+            pts = sorted(
+                (p["seq_len"], 1e3 * p["latency_s"]["p50"])
+                for p in points
+                if p["runner"] == runner and p["batch"] == batch
+            )
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, styles[j % len(styles)], color=color, marker="o",
-                        label=f"{runner} b{batch}")
+                ax.plot(
+                    xs,
+                    ys,
+                    styles[j % len(styles)],
+                    color=color,
+                    marker="o",
+                    label=f"{runner} b{batch}",
+                )
     for i, runner in enumerate(runners):
-        steps = [p for p in result.get("points", [])
-                 if p["kind"] == "stream_step" and p["runner"] == runner]
+        steps = [
+            p
+            for p in result.get("points", [])
+            if p["kind"] == "stream_step" and p["runner"] == runner
+        ]
         for p in steps:
-            ax.plot([p["seq_len"]], [1e3 * p["latency_s"]["p50"]], "x", color=f"C{i % 10}",
-                    markersize=9, label=f"{runner} stream step")
+            ax.plot(
+                [p["seq_len"]],
+                [1e3 * p["latency_s"]["p50"]],
+                "x",
+                color=f"C{i % 10}",
+                markersize=9,
+                label=f"{runner} stream step",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("seq_len (steps)")
     ax.set_ylabel("p50 latency (ms)")
     env = result.get("environment", {})
-    ax.set_title(f"{Path(str(result.get('model', ''))).name} on {env.get('cpu_model', '?')} "
-                 f"({env.get('cores', '?')} cores)", fontsize=9)
+    ax.set_title(
+        f"{Path(str(result.get('model', ''))).name} on {env.get('cpu_model', '?')} "
+        f"({env.get('cores', '?')} cores)",
+        fontsize=9,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return _save_figure(plt, fig, path)
 
 
-MATRIX_HEADERS = ("workload", "eager ms", "ort-raw ms", "rnnedge ms", "rnnedge settings",
-                  "vs eager", "vs ort-raw", "vs best baseline", "target", "noisy")
+MATRIX_HEADERS = (
+    "workload",
+    "eager ms",
+    "ort-raw ms",
+    "rnnedge ms",
+    "rnnedge settings",
+    "vs eager",
+    "vs ort-raw",
+    "vs best baseline",
+    "target",
+    "noisy",
+)
 
 
 def matrix_rows(matrix: Mapping[str, Any]) -> list[list[Any]]:
@@ -235,12 +352,20 @@ def matrix_rows(matrix: Mapping[str, Any]) -> list[list[Any]]:
     for w in matrix.get("workloads", []):
         p50 = {k: v["latency_s"]["p50"] for k, v in w["runners"].items()}
         target = w.get("target")
-        rows.append([w["name"], 1e3 * p50["eager"], 1e3 * p50["ort-raw"], 1e3 * p50["rnnedge"],
-                     w["runners"]["rnnedge"].get("label", ""), ratio(w.get("vs_eager")),
-                     ratio(w.get("vs_ort_raw")), ratio(w.get("vs_best_baseline")),
-                     "-" if target is None else
-                     f"≥{target:.1f}× {'met' if w.get('met') else 'NOT met'}",
-                     "yes" if any(v.get("noisy") for v in w["runners"].values()) else ""])
+        rows.append(
+            [
+                w["name"],
+                1e3 * p50["eager"],
+                1e3 * p50["ort-raw"],
+                1e3 * p50["rnnedge"],
+                w["runners"]["rnnedge"].get("label", ""),
+                ratio(w.get("vs_eager")),
+                ratio(w.get("vs_ort_raw")),
+                ratio(w.get("vs_best_baseline")),
+                "-" if target is None else f"≥{target:.1f}× {'met' if w.get('met') else 'NOT met'}",
+                "yes" if any(v.get("noisy") for v in w["runners"].values()) else "",
+            ]
+        )
     return rows
 
 
@@ -248,21 +373,30 @@ def matrix_markdown(matrix: Mapping[str, Any]) -> str:
     """The workload matrix as a markdown report: machine, table, per-runner settings, notes."""
     env = matrix.get("environment", {})
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
-    lines = ["# rnnedge latency matrix", "",
-             f"- date: {env.get('date', '?')}; machine: {env.get('cpu_model', '?')}, "
-             f"{env.get('cores', '?')} cores; {env.get('platform', '')}",
-             f"- versions: {versions}",
-             "- p50 of pooled samples from interleaved rounds; speedup = baseline p50 / "
-             "rnnedge p50; `noisy`: other processes used ≥ 0.1 core while measuring", "",
-             markdown_table(MATRIX_HEADERS, matrix_rows(matrix)), "", "## Runner settings", ""]
+    lines = [
+        "# rnnedge latency matrix",
+        "",
+        f"- date: {env.get('date', '?')}; machine: {env.get('cpu_model', '?')}, "
+        f"{env.get('cores', '?')} cores; {env.get('platform', '')}",
+        f"- versions: {versions}",
+        "- p50 of pooled samples from interleaved rounds; speedup = baseline p50 / "
+        "rnnedge p50; `noisy`: other processes used ≥ 0.1 core while measuring",
+        "",
+        markdown_table(MATRIX_HEADERS, matrix_rows(matrix)),
+        "",
+        "## Runner settings",
+        "",
+    ]
     for w in matrix.get("workloads", []):
         lines.append(f"### {w['name']}: {w.get('description', '')}")
         lines.append("")
         for name, r in w["runners"].items():
             lat = r["latency_s"]
-            lines.append(f"- {name}: p50 {fmt(1e3 * lat['p50'])} ms, p90 "
-                         f"{fmt(1e3 * lat['p90'])} ms, n={lat['samples']}; settings "
-                         f"`{json.dumps(r.get('settings'), sort_keys=True)}`")
+            lines.append(
+                f"- {name}: p50 {fmt(1e3 * lat['p50'])} ms, p90 "
+                f"{fmt(1e3 * lat['p90'])} ms, n={lat['samples']}; settings "
+                f"`{json.dumps(r.get('settings'), sort_keys=True)}`"
+            )
         lines.append("")
     for section, items in (("Notes", matrix.get("notes", [])),):
         if items:
@@ -279,16 +413,21 @@ def plot_matrix(matrix: Mapping[str, Any], path: str | Path) -> Path:
     width = 0.8 / max(1, len(runners))
     for i, runner in enumerate(runners):
         xs = [j + i * width for j, w in enumerate(workloads) if runner in w["runners"]]
-        ys = [1e3 * w["runners"][runner]["latency_s"]["p50"] for w in workloads
-              if runner in w["runners"]]
+        ys = [
+            1e3 * w["runners"][runner]["latency_s"]["p50"]
+            for w in workloads
+            if runner in w["runners"]
+        ]
         ax.bar(xs, ys, width, label=runner, color=f"C{i % 10}")
     ax.set_xticks([j + width * (len(runners) - 1) / 2 for j in range(len(workloads))])
     ax.set_xticklabels([w["name"] for w in workloads], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("p50 latency (ms)")
     env = matrix.get("environment", {})
-    ax.set_title(f"{env.get('cpu_model', '?')} ({env.get('cores', '?')} cores), "
-                 f"{env.get('date', '')}", fontsize=9)
+    ax.set_title(
+        f"{env.get('cpu_model', '?')} ({env.get('cores', '?')} cores), {env.get('date', '')}",
+        fontsize=9,
+    )
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save_figure(plt, fig, path)
@@ -298,8 +437,11 @@ def pull_request_markdown(data: Mapping[str, Any], parity: Any) -> str:
     """The `rnnedge report` document: export, lint, parity, streaming, latency."""
     spec = data["spec"]
     lines = [f"# rnnedge report: {data['model']}", ""]
-    cell = (f"{spec.get('cell')} {spec.get('num_layers')}×{spec.get('hidden_size')}"
-            if spec.get("cell") else "user module")
+    cell = (
+        f"{spec.get('cell')} {spec.get('num_layers')}×{spec.get('hidden_size')}"
+        if spec.get("cell")
+        else "user module"
+    )
     lines += [
         f"- model: {cell}, batch_first={spec.get('batch_first')}, "
         f"bidirectional={spec.get('bidirectional')}",
@@ -308,20 +450,37 @@ def pull_request_markdown(data: Mapping[str, Any], parity: Any) -> str:
         "- outputs: " + ", ".join(f"`{t.name}{tuple(t.shape)}`" for t in data["outputs"]),
         f"- verified at export against eager PyTorch at other shapes: max abs diff "
         f"{fmt(data['export_verification_max_abs'])}",
-        "", "## Graph lint", "",
-        markdown_table(("severity", "code", "node", "finding", "fix"),
-                       [[f.severity, f.code, f.node or "-", f.message, f.fix]
-                        for f in data["lint"]]),
-        "", f"## Parity against eager PyTorch ({'pass' if parity.ok else 'FAIL'})", "",
+        "",
+        "## Graph lint",
+        "",
+        markdown_table(
+            ("severity", "code", "node", "finding", "fix"),
+            [[f.severity, f.code, f.node or "-", f.message, f.fix] for f in data["lint"]],
+        ),
+        "",
+        f"## Parity against eager PyTorch ({'pass' if parity.ok else 'FAIL'})",
+        "",
         markdown_table(PARITY_HEADERS, parity_rows(parity)),
-        "", "## Streaming", "",
+        "",
+        "## Streaming",
+        "",
     ]
     diff = data["stream_vs_full_max_abs"]
-    lines.append("not streamable (bidirectional or no state)" if diff is None else
-                 f"chunks of 1, 7 and random sizes vs one full pass: max abs diff {fmt(diff)}")
-    lines += ["", "## Latency", "", bench_markdown(data["bench"]), "",
-              "![latency vs seq_len](latency.png)", "",
-              f"report made in {fmt(data['seconds'])} s"]
+    lines.append(
+        "not streamable (bidirectional or no state)"
+        if diff is None
+        else f"chunks of 1, 7 and random sizes vs one full pass: max abs diff {fmt(diff)}"
+    )
+    lines += [
+        "",
+        "## Latency",
+        "",
+        bench_markdown(data["bench"]),
+        "",
+        "![latency vs seq_len](latency.png)",
+        "",
+        f"report made in {fmt(data['seconds'])} s",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnedge._optional import require
-from rnnedge.errors import InputError
+from rnnedge.errors import InputError, QualityError
 
 if TYPE_CHECKING:
     from rnnedge.modeling.data import Series
@@ -34,7 +34,8 @@ class SeriesSource:
     Attributes:
         data: "sunspots" (bundled), "synthetic", or the path of a CSV file with a header row.
         columns: CSV columns to use; None takes every numeric one.
-        target: The column to forecast; None forecasts the first one used.
+        target: The column to forecast; may be None only when one column is used, since
+            guessing among several (say, `year` before `unemp`) trains a useless model.
         nan_policy: How gaps in a CSV are filled: "raise", "zero", "ffill" or "interpolate".
     """
 
@@ -59,6 +60,9 @@ class TrainSettings:
     window: int = 32
     val_fraction: float = 0.2
     seed: int = 0
+    patience: int = 10
+    #: refuse (QualityError, no checkpoint) a model that does not beat persistence
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,21 @@ def load_series(source: SeriesSource) -> Series:
 
 
 def target_index(series: Series, target: str | None) -> int:
-    """Position of the column to forecast among the series' columns (0 when not named).
+    """Position of the column to forecast among the series' columns.
 
     Raises:
-        InputError: `target` is not one of the columns the series was read with.
+        InputError: `target` is not one of the columns the series was read with, or it is
+            None while several columns are used.
     """
     if target is None:
-        return 0
+        if len(series.columns) == 1:
+            return 0
+        left_out = f" (time-like, not used: {', '.join(series.ignored)})" if series.ignored else ""
+        raise InputError(
+            f"{series.source or 'the data'} has {len(series.columns)} numeric columns "
+            f"{list(series.columns)}{left_out}; name the one to forecast with --target "
+            "(target= in the API)"
+        )
     if target not in series.columns:
         raise InputError(
             f"target column '{target}' is not among the columns used "
@@ -142,6 +154,7 @@ def fit(
         val_fraction=s.val_fraction,
         seed=s.seed,
         target_index=(target,),
+        patience=s.patience,
     )
     return train(series, mc, tc, progress=progress)
 
@@ -159,4 +172,11 @@ def train_forecaster(job: TrainJob, progress: Progress | None = None) -> Trained
 
     series = load_series(job.source)
     result = fit(series, job.settings, target_index(series, job.source.target), progress)
+    if job.settings.strict and not result.skill > 0:
+        raise QualityError(
+            f"the model does not beat a persistence forecast on validation data (MSE "
+            f"{result.val_mse:.4g} vs {result.persistence_mse:.4g}, skill "
+            f"{100 * result.skill:.1f}%); no checkpoint written. Try more epochs, another "
+            "--window or --target, or drop --strict to keep it anyway"
+        )
     return Trained(result, Path(save_checkpoint(job.checkpoint, result)))

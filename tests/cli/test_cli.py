@@ -52,6 +52,10 @@ class Evil:
         return _touch_marker, (self.marker,)
 
 
+#: the time column `run` carries over from the series CSV
+TIME = ["date"]
+
+
 # --- shared artifacts ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Built:
@@ -101,11 +105,15 @@ def _expected(built: Built, values: np.ndarray | None = None, **kwargs: Any) -> 
 
 
 def _read_csv_forecast(text: str) -> tuple[list[str], np.ndarray]:
+    """(header, forecast columns) of `run`'s CSV; checks the step and horizon columns."""
     lines = text.strip().splitlines()
-    rows = [[float(c) for c in ln.split(",")] for ln in lines[1:]]
-    arr = np.array(rows)
-    assert arr[:, 0].tolist() == list(range(len(rows)))  # the step column
-    return lines[0].split(","), arr[:, 1:]
+    header = lines[0].split(",")
+    rows = [ln.split(",") for ln in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(len(rows)))  # the step column
+    h = header.index("horizon")
+    assert {r[h] for r in rows} == {"1"}  # row t forecasts step t + 1
+    cols = [i for i, c in enumerate(header) if c.startswith("forecast_")]
+    return header, np.array([[float(r[i]) for i in cols] for r in rows])
 
 
 def _no_temp_files(folder: Path) -> None:
@@ -206,19 +214,19 @@ def test_run_writes_what_the_library_computes(
     out = capsys.readouterr().out
     if dest == "stdout":
         header, got = _read_csv_forecast(out)
-        assert header == ["step", "forecast_SUNACTIVITY"]
+        assert header == ["step", *TIME, "horizon", "forecast_SUNACTIVITY"]
     else:
         assert out == ""
         path = tmp_path / dest
         if dest.endswith(".csv"):
             header, got = _read_csv_forecast(path.read_text())
-            assert header == ["step", "forecast_SUNACTIVITY"]
+            assert header == ["step", *TIME, "horizon", "forecast_SUNACTIVITY"]
         elif dest.endswith(".npy"):
             got = np.load(path)
         else:
             doc = json.loads(path.read_text())
-            assert doc["columns"] == ["SUNACTIVITY"]
-            got = np.array(doc["forecast"])
+            assert doc["columns"] == ["SUNACTIVITY"] and doc["horizon"] == 1
+            got = np.array([[r["forecast_SUNACTIVITY"]] for r in doc["rows"]])
         _no_temp_files(tmp_path)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
@@ -230,7 +238,9 @@ def test_run_stream_equals_full_pass(nan_policy: str, built: Built, tmp_path: Pa
     if nan_policy == "ffill":  # gaps at, and right after, chunk boundaries (chunk 7)
         values = built.values.copy()
         values[[6, 7, 8, 20, 21], 0] = np.nan
-        csv = _write_csv(tmp_path / "gaps.csv", ["v"], [[repr(float(v))] for v in values[:, 0]])
+        csv = _write_csv(
+            tmp_path / "gaps.csv", ["SUNACTIVITY"], [[repr(float(v))] for v in values[:, 0]]
+        )
     full, streamed = tmp_path / "full.npy", tmp_path / "stream.npy"
     base = ["run", built.onnx, "--input", csv, "--nan-policy", nan_policy]
     assert main([*base, "-o", str(full)]) == 0
@@ -258,7 +268,9 @@ def test_nan_policy_zero_accepts_nan(
 ) -> None:
     values = built.values.copy()
     values[4, 0] = np.nan
-    csv = _write_csv(tmp_path / "nan.csv", ["v"], [[repr(float(v))] for v in values[:, 0]])
+    csv = _write_csv(
+        tmp_path / "nan.csv", ["SUNACTIVITY"], [[repr(float(v))] for v in values[:, 0]]
+    )
     assert main(["run", built.onnx, "--input", csv, "--nan-policy", "zero"]) == 0
     _, got = _read_csv_forecast(capsys.readouterr().out)
     assert np.all(np.isfinite(got))
@@ -270,7 +282,9 @@ def test_nan_policy_interpolate_fills_gaps_as_training_does(
 ) -> None:
     values = built.values.copy()
     values[[4, 5], 0] = np.nan
-    csv = _write_csv(tmp_path / "gap.csv", ["v"], [[repr(float(v))] for v in values[:, 0]])
+    csv = _write_csv(
+        tmp_path / "gap.csv", ["SUNACTIVITY"], [[repr(float(v))] for v in values[:, 0]]
+    )
     filled = values.copy()
     step = (built.values[6, 0] - built.values[3, 0]) / 3
     filled[[4, 5], 0] = [built.values[3, 0] + step, built.values[3, 0] + 2 * step]
@@ -342,18 +356,18 @@ def _case(name: str, built: Built, tmp: Path) -> tuple[list[str], int, list[str]
     if name in ("nan", "nan_stream"):
         values = built.values[:30].copy()
         values[12, 0] = np.nan
-        csv = _write_csv(tmp / "nan.csv", ["v"], [[repr(float(v))] for v in values[:, 0]])
+        csv = _write_csv(tmp / "nan.csv", ["SUNACTIVITY"], [[repr(float(v))] for v in values[:, 0]])
         stream = ["--stream", "--chunk", "5"] if name == "nan_stream" else []
         # the row is the file's own, also when streaming in chunks
         return (
             ["run", built.onnx, "--input", csv, *stream],
             3,
-            ["'v' is missing a value", "data row 13", "file line 14", "--nan-policy"],
+            ["'SUNACTIVITY' is missing a value", "data row 13", "file line 14", "--nan-policy"],
         )
     if name == "two_features":
         rows = [[repr(float(v)), repr(float(-v))] for v in built.values[:20, 0]]
-        csv = _write_csv(tmp / "two.csv", ["a", "b"], rows)
-        return ["run", built.onnx, "--input", csv], 3, ["2 features", "expects 1"]
+        csv = _write_csv(tmp / "two.csv", ["a", "b"], rows)  # not the model's column names
+        return ["run", built.onnx, "--input", csv], 3, ["lacks column(s) ['SUNACTIVITY']", "'b'"]
     if name == "unknown_runtime_run":
         return [*run, "--runtime", "nope"], 5, ["'nope'", "ort-cpu"]
     if name == "unknown_runtime_verify":
@@ -682,7 +696,10 @@ def test_subprocess_runs_and_fails_cleanly(built: Built, tmp_path: Path) -> None
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == "" and ok.stderr == ""
     np.testing.assert_allclose(
-        np.array(json.loads(out.read_text())["forecast"]), _expected(built), rtol=0, atol=1e-6
+        np.array([[r["forecast_SUNACTIVITY"]] for r in json.loads(out.read_text())["rows"]]),
+        _expected(built),
+        rtol=0,
+        atol=1e-6,
     )
 
     bad = _cli("run", "missing.onnx", "--input", built.csv, cwd=tmp_path)

@@ -79,7 +79,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     assert main(["train", *tiny, "-o", str(ckpt), "--json"]) == 0
     assert main(["export", str(ckpt), "-o", str(onnx), "--json"]) == 0
     csv = folder / "s.csv"
-    csv.write_text("v\n" + "".join(f"{i % 7}.5\n" for i in range(40)))
+    csv.write_text("SUNACTIVITY\n" + "".join(f"{i % 7}.5\n" for i in range(40)))
     return Files(str(ckpt), str(onnx), str(csv))
 
 
@@ -125,7 +125,10 @@ def test_lint_asks_for_the_onnx_extra_and_inspect_still_works(files: Files) -> N
     assert info["ops"] == [] and "pip install 'rnnedge[onnx]'" in info["ops_note"]
     assert [t["name"] for t in info["inputs"]] == ["x", "h0", "c0"]
     assert run.rc == 0, run.err
-    assert run.out.splitlines()[0] == "step,forecast_v" and len(run.out.splitlines()) == 41
+    assert (
+        run.out.splitlines()[0] == "step,horizon,forecast_SUNACTIVITY"
+        and len(run.out.splitlines()) == 41
+    )
 
 
 def test_every_command_has_help_without_torch_or_onnx() -> None:

@@ -14,8 +14,16 @@ from rnnedge.modeling.train import TrainConfig, load_checkpoint, save_checkpoint
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_state_is_sized_from_the_input(cell, batch_first) -> None:
-    cfg = ModelConfig(cell=cell, input_size=3, hidden_size=5, output_size=2, num_layers=2,
-                      bidirectional=True, dropout=0.1, batch_first=batch_first)
+    cfg = ModelConfig(
+        cell=cell,
+        input_size=3,
+        hidden_size=5,
+        output_size=2,
+        num_layers=2,
+        bidirectional=True,
+        dropout=0.1,
+        batch_first=batch_first,
+    )
     model = SequenceModel(cfg).eval()
     for batch in (1, 7):  # any batch, not one fixed by a global
         x = torch.randn((batch, 4, 3) if batch_first else (4, batch, 3))
@@ -37,8 +45,9 @@ def test_bad_configs_are_refused() -> None:
 
 
 def test_training_on_sunspots_beats_persistence(tmp_path) -> None:
-    res = train(load_sunspots(), ModelConfig(cell="gru", hidden_size=16),
-                TrainConfig(epochs=25, seed=1))
+    res = train(
+        load_sunspots(), ModelConfig(cell="gru", hidden_size=16), TrainConfig(epochs=25, seed=1)
+    )
     assert res.val_mse < 0.8 * res.persistence_mse
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     path = save_checkpoint(tmp_path / "m.pt", res)
@@ -73,7 +82,13 @@ def test_checkpoint_errors(tmp_path) -> None:
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(ModelFileError, match="not an rnnedge checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
-    torch.save({"format": "rnnedge.checkpoint/1", "model_config": "{}",
-                "state_dict": {"bogus": torch.zeros(1)}}, tmp_path / "damaged.pt")
+    torch.save(
+        {
+            "format": "rnnedge.checkpoint/1",
+            "model_config": "{}",
+            "state_dict": {"bogus": torch.zeros(1)},
+        },
+        tmp_path / "damaged.pt",
+    )
     with pytest.raises(ModelFileError, match="damaged"):
         load_checkpoint(tmp_path / "damaged.pt")

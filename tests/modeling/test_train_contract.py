@@ -24,8 +24,11 @@ def _val_loss(res) -> float:  # the validation loss of the weights the result ho
     from rnnedge.modeling.data import make_windows
 
     tc = res.train_config
-    x, y = make_windows(res.normalizer.transform(res.val_values).astype(np.float32), tc.window,
-                        target_index=tc.target_index)
+    x, y = make_windows(
+        res.normalizer.transform(res.val_values).astype(np.float32),
+        tc.window,
+        target_index=tc.target_index,
+    )
     res.model.eval()
     with torch.inference_mode():
         pred, _ = res.model(torch.from_numpy(x))
@@ -46,8 +49,13 @@ def test_best_epoch_weights_are_kept_and_training_stops_early() -> None:
 
 def test_contract_names_features_targets_time_and_fingerprint(tmp_path: Path) -> None:
     base = synthetic(300, features=3, seed=4)
-    series = Series(base.values, ("unemp", "infl", "rate"), "macro.csv", time_column="year",
-                    time=tuple(str(1900 + i) for i in range(300)))
+    series = Series(
+        base.values,
+        ("unemp", "infl", "rate"),
+        "macro.csv",
+        time_column="year",
+        time=tuple(str(1900 + i) for i in range(300)),
+    )
     tc = TrainConfig(epochs=2, window=8, target_index=(1,))
     res = train(series, ModelConfig(input_size=3, output_size=1, hidden_size=4), tc)
     c = res.contract
