@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "ExportError": "rnnedge.errors",
     "ParityError": "rnnedge.errors",
     "StreamError": "rnnedge.errors",
+    "QualityError": "rnnedge.errors",
 }
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Model",
     "ModelFileError",
     "ParityError",
+    "QualityError",
     "RnnEdgeError",
     "RuntimeUnavailableError",
     "Stream",
@@ -54,6 +56,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__get
         InputError,
         ModelFileError,
         ParityError,
+        QualityError,
         RnnEdgeError,
         RuntimeUnavailableError,
         StreamError,

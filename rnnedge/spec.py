@@ -19,6 +19,11 @@ SPEC_FORMAT = 1
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 Dim = int | str
+#: dtypes a stored spec may name (numpy names, as ONNX Runtime's types map to them)
+DTYPES = ("float32", "float16", "float64", "bfloat16", "int8", "uint8", "int16", "int32",
+          "int64", "bool")
+MAX_RANK = 8
+MAX_DIM = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,19 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+        shape = d["shape"]
+        if not isinstance(shape, list) or len(shape) > MAX_RANK:
+            raise TypeError(f"tensor '{d['name']}' shape must be a list of ≤ {MAX_RANK} dims")
+        for dim in shape:
+            ok_int = isinstance(dim, int) and not isinstance(dim, bool) and 0 <= dim <= MAX_DIM
+            if not (ok_int or (isinstance(dim, str) and dim)):
+                raise ValueError(f"tensor '{d['name']}' has dim {dim!r}; expected a name or an "
+                                 f"integer 0..{MAX_DIM}")
+        dtype = str(d["dtype"])
+        if dtype not in DTYPES:
+            raise ValueError(f"tensor '{d['name']}' has dtype {dtype!r}; expected one of "
+                             f"{', '.join(DTYPES)}")
+        return cls(str(d["name"]), dtype, tuple(shape))
 
 
 @dataclass(frozen=True)
@@ -44,11 +61,15 @@ class StatePair:
 
     input: str
     output: str
-    batch_axis: int = 1
+    #: None: the state has no batch axis (a graph fixed at one sequence per call)
+    batch_axis: int | None = 1
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StatePair:
-        return cls(str(d["input"]), str(d["output"]), int(d.get("batch_axis", 1)))
+        axis = d.get("batch_axis", 1)
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+            raise TypeError(f"state pair batch_axis must be an integer or null, got {axis!r}")
+        return cls(str(d["input"]), str(d["output"]), axis)
 
 
 @dataclass(frozen=True)
@@ -197,19 +218,42 @@ class RnnSpec:
     producer: dict[str, str] = field(default_factory=dict)
     format: int = SPEC_FORMAT
     precision: PrecisionRecord | None = None
+    #: the data input's axes, one letter each: `B` batch, `T` time, anything else a fixed
+    #: axis (`F` features, `C` channels, ...). None means `BTF` (batch_first) or `TBF`.
+    #: E.g. `BT` for token ids or audio samples, `TF` for frames with no batch axis, `BFTC`
+    #: for a spectrogram with time on axis 2.
+    layout: str | None = None
 
     @property
-    def batch_axis(self) -> int:
-        return 0 if self.batch_first else 1
+    def data_layout(self) -> str:
+        return self.layout or ("BTF" if self.batch_first else "TBF")
+
+    @property
+    def batch_axis(self) -> int | None:
+        """The data input's batch axis; None when it has none (one sequence per call)."""
+        axis = self.data_layout.find("B")
+        return None if axis < 0 else axis
 
     @property
     def seq_axis(self) -> int:
-        return 1 if self.batch_first else 0
+        return self.data_layout.index("T")
 
     @property
     def streamable(self) -> bool:
         """A model streams when it carries state and reads time in one direction only."""
         return bool(self.state_pairs) and not self.bidirectional
+
+    def _axis_problems(self, in_names: set[str]) -> list[str]:
+        """Layout and state batch axes must fit the declared ranks, so runtimes can index."""
+        rank = len(self.input(self.data_input).shape) if self.data_input in in_names else None
+        problems = _layout_problems(self.data_layout, rank)
+        for p in self.state_pairs:
+            if p.input in in_names and p.batch_axis is not None:
+                srank = len(self.input(p.input).shape)
+                if not 0 <= p.batch_axis < srank:
+                    problems.append(f"state '{p.input}' batch axis {p.batch_axis} is outside its "
+                                    f"rank {srank}")
+        return problems
 
     def input(self, name: str) -> TensorSpec:
         for t in self.inputs:
@@ -257,10 +301,16 @@ class RnnSpec:
                 producer={str(k): str(v) for k, v in d.get("producer", {}).items()},
                 format=int(d.get("format", SPEC_FORMAT)),
                 precision=PrecisionRecord.from_dict(prec) if prec else None,
+                layout=None if d.get("layout") is None else str(d["layout"]),
             )
         except ModelFileError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except RecursionError as exc:
+            raise ModelFileError(
+                f"{source}: metadata '{SPEC_KEY}' is nested too deeply to be an rnnedge spec; "
+                "re-export the model with rnnedge"
+            ) from exc
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             raise ModelFileError(
                 f"{source}: metadata '{SPEC_KEY}' is not a valid rnnedge spec "
                 f"({exc.__class__.__name__}: {exc}); re-export the model with rnnedge"
@@ -296,8 +346,20 @@ class RnnSpec:
             )
         if self.cell is not None and self.cell not in CELLS:
             problems.append(f"cell '{self.cell}' is not one of {', '.join(CELLS)}")
+        problems += self._axis_problems(in_names)
         if problems:
             raise ModelFileError(f"{source}: inconsistent rnnedge spec: {'; '.join(problems)}")
+
+
+def _layout_problems(layout: str, rank: int | None) -> list[str]:
+    problems = []
+    if not (layout.isalpha() and layout.isupper()):
+        problems.append(f"layout {layout!r} must be capital letters, one per axis")
+    if layout.count("T") != 1 or layout.count("B") > 1:
+        problems.append(f"layout {layout!r} needs exactly one T (time) and at most one B (batch)")
+    if rank is not None and len(layout) != rank:
+        problems.append(f"layout {layout!r} has {len(layout)} axes; the data input has rank {rank}")
+    return problems
 
 
 def dims_to_str(shape: Sequence[Dim]) -> str:
