@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from rnnedge._optional import require
-from rnnedge.errors import DeviceError, InputError, RuntimeUnavailableError, StreamError
+from rnnedge.errors import (
+    DeviceError,
+    InputError,
+    RnnEdgeError,
+    RuntimeUnavailableError,
+    StreamError,
+)
+from rnnedge.runtime.backends.ort import OrtErrors
 from rnnedge.runtime.inputs import check_sequence, check_state, state_shape
 from rnnedge.spec import RnnSpec
 
@@ -201,16 +208,19 @@ class CudaStepSession:
                 # the data output is bound first, so it is the binding's first output
                 y = (self._bindings[k].get_outputs()[0] if self._y is None else self._y).numpy()
                 y = np.array(y, copy=True)
-            except Exception as exc:  # the current state set was only read: nothing changed
-                raise self._failed(exc) from exc
+            except Exception:  # the current state set was only read: nothing changed
+                with OrtErrors(feeds=lambda: {spec.data_input: x}, rule=self._failed,
+                               runtime="ONNX Runtime (CUDA)"):
+                    raise
             if self.record_split:
                 self.last_split_ns = (t1 - t0, t2 - t1, clock() - t2)
             self._cur = 1 - k
             self._steps += x.shape[spec.seq_axis]
         return y
 
-    def _failed(self, exc: Exception) -> Exception:
-        """A failed step as a graph problem, a device failure, or a refusal of the inputs."""
+    def _failed(self, exc: Exception) -> RnnEdgeError | None:
+        """What only a CUDA stream can tell about a failed step: a CUDA graph problem or a
+        device failure; None leaves the rest (a refusal of the inputs) to `OrtErrors`."""
         msg = " ".join(str(exc).split())[:300]
         if self.cuda_graph and _GRAPH_FAILURE.search(msg):
             return RuntimeUnavailableError(
@@ -223,7 +233,7 @@ class CudaStepSession:
             return RuntimeUnavailableError(
                 f"ONNX Runtime failed to run this stream's CUDA graph ({msg}); stream without "
                 "graphs (cuda_graph=False)")
-        return InputError(f"ONNX Runtime refused this step ({msg})")
+        return None
 
     @property
     def state(self) -> dict[str, np.ndarray]:

@@ -29,6 +29,7 @@ import numpy as np
 
 from rnnedge._optional import is_available, require
 from rnnedge.errors import DeviceError, InputError, ModelFileError, RuntimeUnavailableError
+from rnnedge.fileio import atomic_write
 from rnnedge.runtime.backends.base import Feeds
 from rnnedge.runtime.backends.cuda_step import GRAPH_ID_KEY, CudaStepSession, device_failure
 from rnnedge.runtime.backends.ort import OrtErrors, OrtRunner, open_session
@@ -398,13 +399,7 @@ def convert_fp16(
     _toposort(model.graph)
     onnx.checker.check_model(model)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
+    return atomic_write(dst, lambda tmp: onnx.save(model, str(tmp)))
 
 
 def _toposort(graph: Any) -> None:
