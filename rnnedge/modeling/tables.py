@@ -161,5 +161,10 @@ def parse_numbers(table: Table, names: Sequence[str]) -> np.ndarray:
                     f"column {name!r} has non-numeric value {text!r} at {table.where(r)}; "
                     f"expected a number, fix the cell or leave the column out"
                 )
+            if not np.isfinite(v):
+                raise InputError(
+                    f"column {name!r} has {text!r} at {table.where(r)}, which is not a finite "
+                    "number; fix the cell (a gap is an empty cell or NA)"
+                )
             values[r, j] = v
     return values

@@ -264,7 +264,14 @@ class Checkpoint:
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Load with `weights_only=True`: a file that carries pickled code is refused, not run."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # a name too long for the file system, a symlink loop, ...
+        raise ModelFileError(
+            f"checkpoint '{str(path)[:120]}' cannot be opened "
+            f"({exc.strerror or exc.__class__.__name__})"
+        ) from exc
+    if not is_file:
         raise ModelFileError(
             f"checkpoint '{path}' does not exist (expected a .pt file written by `rnnedge train`)"
         )

@@ -14,6 +14,9 @@ import numpy as np
 from rnnedge.errors import InputError
 from rnnedge.spec import Normalization
 
+#: largest |mean| or std a float32 model's statistics may have (float32 tops out near 3.4e38)
+STAT_LIMIT = 1e30
+
 
 @dataclass(frozen=True, eq=False)
 class Normalizer:
@@ -30,10 +33,18 @@ class Normalizer:
         mean = np.array(self.mean, dtype=np.float64).reshape(-1)
         std = np.array(self.std, dtype=np.float64).reshape(-1)
         ok = mean.shape == std.shape and mean.size > 0 and np.all(np.isfinite(mean))
-        if not (ok and np.all(np.isfinite(std)) and np.all(std > 0)):
+        ok = ok and bool(np.all(np.isfinite(std)) and np.all(std > 0))
+        # float32 models: statistics beyond this turn finite data into inf on the way back
+        ok = ok and bool(
+            np.all(np.abs(mean) <= STAT_LIMIT)
+            and np.all(std <= STAT_LIMIT)
+            and np.all(std >= 1 / STAT_LIMIT)
+        )
+        if not ok:
             raise InputError(
-                f"normalizer mean {mean.tolist()} / std {std.tolist()} is invalid; expected one "
-                f"finite mean and one finite std > 0 per feature, refit on finite data"
+                f"normalizer mean {mean.tolist()[:8]} / std {std.tolist()[:8]} is invalid; "
+                f"expected one finite mean (|mean| ≤ {STAT_LIMIT:g}) and one std in "
+                f"[{1 / STAT_LIMIT:g}, {STAT_LIMIT:g}] per feature; refit on finite data"
             )
         mean.flags.writeable = std.flags.writeable = False
         object.__setattr__(self, "mean", mean)
@@ -114,11 +125,9 @@ def validate_finite(x: np.ndarray, what: str) -> None:
     raise InputError(f"{what} has {kind} at index {index}{more}; clean or impute the data")
 
 
-
 def _float_dtype(a: np.ndarray) -> np.dtype:
     """Float inputs keep their precision (float32 stays float32); anything else becomes float64."""
     return a.dtype if a.dtype.kind == "f" else np.dtype(np.float64)
-
 
 
 def _targets(target_index: Sequence[int], n_features: int) -> tuple[int, ...]:
