@@ -124,7 +124,9 @@ def _table(rows: dict[str, list[Any]]) -> Any:
     return pa.table({k: rows[k] for k in _FIELDS}, schema=schema)
 
 
-def read_files(batch: dict[str, np.ndarray], n_features: int, dtype: str) -> Any:
+def read_files(
+    batch: dict[str, np.ndarray], n_features: int, dtype: str, features: list[str] | None = None
+) -> Any:
     """Ray Data task: file paths in; one row per sequence, or one error row per bad file, out.
 
     Rows go out shortest sequence first, so the batches that reach the actors hold long runs
@@ -134,7 +136,7 @@ def read_files(batch: dict[str, np.ndarray], n_features: int, dtype: str) -> Any
     for path in batch["path"]:
         name = Path(str(path)).name
         try:
-            f = read_long_file(str(path), n_features, dtype)
+            f = read_long_file(str(path), n_features, dtype, features=features)
         except RnnEdgeError as exc:
             out.append((name, -1, "", False, 0, b"", b"", str(exc), type(exc).__name__, False))
             continue
@@ -221,8 +223,15 @@ class Predictor:
 class _Collector:
     """Gathers results per file and writes each file as soon as all its sequences are back."""
 
-    def __init__(self, output_dir: Path, out_dtype: str, result: BatchResult) -> None:
+    def __init__(
+        self,
+        output_dir: Path,
+        out_dtype: str,
+        result: BatchResult,
+        targets: list[str] | None = None,
+    ) -> None:
         self.dir, self.out_dtype, self.res = output_dir, out_dtype, result
+        self.targets = targets
         self.parts: dict[str, dict[int, tuple[str, bytes, bytes]]] = {}
         self.meta: dict[str, tuple[int, bool]] = {}
 
@@ -263,7 +272,7 @@ class _Collector:
         steps = [np.frombuffer(sb, np.int64) for _, sb, _ in order]
         ys = [np.frombuffer(yb, self.out_dtype) for _, _, yb in order]
         path = self.dir / output_name(Path(name))
-        rows, sequences = write_forecasts(path, ids, id_int, steps, ys)
+        rows, sequences = write_forecasts(path, ids, id_int, steps, ys, names=self.targets)
         res = self.res
         res.outputs[name] = path
         res.sequences_in += n_seqs
@@ -349,6 +358,9 @@ def batch_infer(
         spec = model.spec
         n_features = spec.input(spec.data_input).shape[2]
         dtype, out_dtype = spec.input(spec.data_input).dtype, spec.output(spec.data_output).dtype
+        # a model that knows its columns is fed by name and names its forecasts
+        features = list(spec.contract.features) if spec.contract else None
+        targets = list(spec.contract.targets) if spec.contract else None
     if not isinstance(n_features, int):
         raise InputError(f"{model_path}: the feature count of '{spec.data_input}' is not fixed")
     ray = require("ray", "rnnedge batch-infer")
@@ -362,7 +374,7 @@ def batch_infer(
         res = BatchResult(skipped=skipped, actors=num_actors, runtime=runtime, use_gpu=gpu)
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        collector = _Collector(out, out_dtype, res)
+        collector = _Collector(out, out_dtype, res, targets)
         actor_args = {
             "model_bytes": Path(model_path).read_bytes(),
             "runtime": runtime,
@@ -372,9 +384,18 @@ def batch_infer(
             "out_dtype": out_dtype,
             "fault_marker": os.environ.get(FAULT_MARKER_ENV) or None,
         }
+        read_args = {"n_features": n_features, "dtype": dtype, "features": features}
         try:
             for table in _pipeline(
-                ray, files, actor_args, gpu, num_actors, batch_size, max_restarts, progress
+                ray,
+                files,
+                actor_args,
+                read_args,
+                gpu,
+                num_actors,
+                batch_size,
+                max_restarts,
+                progress,
             ):
                 collector.add(table)
         except ray.exceptions.RayError as exc:
@@ -391,6 +412,7 @@ def _pipeline(
     ray: Any,
     files: list[Path],
     actor_args: dict[str, Any],
+    read_args: dict[str, Any],
     gpu: bool,
     num_actors: int,
     batch_size: int,
@@ -420,7 +442,7 @@ def _pipeline(
         batch_format="numpy",
         num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=min(len(files), max(2, num_actors))),
-        fn_kwargs={"n_features": actor_args["n_features"], "dtype": actor_args["dtype"]},
+        fn_kwargs=read_args,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")

@@ -83,9 +83,17 @@ def output_name(path: Path) -> str:
 
 
 def read_long_file(
-    path: str | os.PathLike[str], n_features: int | None = None, dtype: str = "float32"
+    path: str | os.PathLike[str],
+    n_features: int | None = None,
+    dtype: str = "float32",
+    *,
+    features: Sequence[str] | None = None,
 ) -> LongFile:
     """Read and check one long-format file.
+
+    With `features` (the model's column names, from its data contract) the feature columns are
+    taken by name in that order, whatever the file's order; without, every other column in
+    file order.
 
     Raises:
         ModelFileError: the file cannot be read as parquet/CSV.
@@ -107,6 +115,15 @@ def read_long_file(
             f"{SEQ_ID}, {STEP}, then the feature columns"
         )
     feats = [c for c in names if c not in (SEQ_ID, STEP)]
+    if features is not None:
+        missing = [c for c in features if c not in feats]
+        extra = [c for c in feats if c not in features]
+        if missing or extra:
+            raise InputError(
+                f"{path.name} has feature columns {feats}; the model was trained on "
+                f"{list(features)} (missing: {missing or 'none'}, extra: {extra or 'none'})"
+            )
+        feats = list(features)
     if n_features is not None and len(feats) != n_features:
         raise InputError(
             f"{path.name} has {len(feats)} feature column(s) {feats}; the model "
@@ -187,8 +204,11 @@ def write_forecasts(
     ids_are_int: bool,
     steps: Sequence[np.ndarray],
     ys: Sequence[np.ndarray],
+    names: Sequence[str] | None = None,
 ) -> tuple[int, int]:
-    """Write `seq_id, step, forecast_0…` for the sequences in order.
+    """Write `seq_id, step, forecast_<target>…` (`forecast_0…` without names) in order.
+
+    Row `step` holds the forecast for step + 1, as `rnnedge run` writes it.
 
     Returns (rows, sequences) counted in the file as written, before it is renamed into
     place; a file whose counts differ from the input's is never published.
@@ -200,7 +220,8 @@ def write_forecasts(
     y = np.concatenate([np.reshape(v, (n, -1)) for v, n in zip(ys, lengths, strict=True)])
     id_col = np.repeat(np.array(ids, dtype=np.int64 if ids_are_int else object), lengths)
     cols: dict[str, Any] = {SEQ_ID: id_col, STEP: np.concatenate(steps)}
-    cols.update({f"forecast_{k}": y[:, k] for k in range(y.shape[1])})
+    labels = list(names) if names is not None and len(names) == y.shape[1] else range(y.shape[1])
+    cols.update({f"forecast_{name}": y[:, k] for k, name in enumerate(labels)})
     table = pa.table(cols)
     counts: list[int] = []
 

@@ -274,3 +274,25 @@ except RuntimeUnavailableError as exc:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("5 rnnedge batch-infer needs the Python package")
     assert "pip install" in out.stdout
+
+
+def test_columns_are_taken_by_the_models_names(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_text("seq_id,step,infl,unemp\n1,0,2.0,5.0\n1,1,3.0,6.0\n")
+    b = tmp_path / "b.csv"  # the same numbers, columns in another order
+    b.write_text("unemp,step,seq_id,infl\n5.0,0,1,2.0\n6.0,1,1,3.0\n")
+    fa = read_long_file(a, 2, features=["unemp", "infl"])
+    fb = read_long_file(b, 2, features=["unemp", "infl"])
+    np.testing.assert_array_equal(fa.values[0], [[5.0, 2.0], [6.0, 3.0]])
+    np.testing.assert_array_equal(fb.values[0], fa.values[0])
+    c = tmp_path / "c.csv"
+    c.write_text("seq_id,step,infl,rate\n1,0,2.0,5.0\n")
+    with pytest.raises(InputError, match=r"missing: \['unemp'\], extra: \['rate'\]"):
+        read_long_file(c, 2, features=["unemp", "infl"])
+    steps, ys = [np.arange(2)], [np.ones((2, 1), np.float32)]
+    write_forecasts(tmp_path / "out.parquet", [1], True, steps, ys, names=["unemp"])
+    assert pq.read_table(tmp_path / "out.parquet").column_names == [
+        "seq_id",
+        "step",
+        "forecast_unemp",
+    ]
