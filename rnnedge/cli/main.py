@@ -36,7 +36,7 @@ from rnnedge.cli import (
     verify,
 )
 from rnnedge.cli.common import Command, UsageError
-from rnnedge.errors import EXIT_CODES, RnnEdgeError
+from rnnedge.errors import EXIT_CODES, ModelFileError, RnnEdgeError
 
 #: in the order `rnnedge --help` lists them
 COMMANDS: tuple[Command[Any], ...] = (
@@ -150,6 +150,16 @@ def _run(command: Command[Any], args: argparse.Namespace) -> int:
             traceback.print_exc()
         print(f"rnnedge {command.name}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a user-given path the system refuses (too long, a loop, ...)
+        if args.debug:
+            traceback.print_exc()
+        where = f"'{str(exc.filename)[:120]}': " if exc.filename else ""
+        print(
+            f"rnnedge {command.name}: error: {where}{exc.strerror or one_line(str(exc))}; check "
+            "the path and its permissions",
+            file=sys.stderr,
+        )
+        return ModelFileError.exit_code
     except KeyboardInterrupt:
         print(f"rnnedge {command.name}: interrupted", file=sys.stderr)
         return 130
