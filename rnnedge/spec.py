@@ -336,7 +336,8 @@ class RnnSpec:
             and n is not None
             and (
                 len(c.features) != len(n.mean)
-                or [c.features[i] for i in n.target_index if i < len(c.features)] != list(c.targets)
+                or list(c.targets)
+                != [c.features[i] for i in n.target_index if 0 <= i < len(c.features)]
             )
         ):
             problems.append(

@@ -73,6 +73,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="time per candidate setting while tuning (0.15)",
     )
     common.add_exporter(p, "exporter for a .pt MODEL (torchscript)")
+    common.add_load_overrides(p)
     p.add_argument("--markdown", metavar="PATH", help="also write the results as markdown")
     p.add_argument("--plot", metavar="PATH.png", help="also plot latency vs seq_len (log-log)")
     common.add_force(p, "existing --markdown and --plot files")
@@ -105,6 +106,7 @@ def _options(args: argparse.Namespace) -> Options:
             args.tune_budget_s, "--tune-budget-s", common.MAX_BUDGET_S
         ),
         exporter=args.exporter,
+        load_options=common.load_overrides(args),
     )
     reads = (args.model, args.checkpoint)
     markdown = paths.optional_output_file(

@@ -14,7 +14,7 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from rnnedge.errors import InputError, RnnEdgeError
 from rnnedge.exporters.onnx import EXPORTERS
@@ -80,12 +80,42 @@ def add_shape_grid(p: argparse.ArgumentParser, batches: str, seq_lens: str, what
 
 
 def add_state(p: argparse.ArgumentParser) -> None:
-    """`--state IN:OUT`, repeatable: the state pairs of a model rnnedge did not write."""
+    """`--state IN:OUT[@AXIS]`, repeatable: the state pairs of a model rnnedge did not write."""
     p.add_argument(
         "--state",
         action="append",
-        metavar="IN:OUT",
-        help="state pairs of a foreign model, e.g. --state h0:hn --state c0:cn",
+        metavar="IN:OUT[@AXIS]",
+        help="state pairs of a foreign model, e.g. --state h0:hn --state c0:cn; @AXIS gives "
+        "the state's batch axis (@none: it has none), e.g. --state input_3:stack_2@0",
+    )
+
+
+def add_load_overrides(p: argparse.ArgumentParser) -> None:
+    """What `rnnedge.load` may be told about a file rnnedge did not write (detection rules:
+    `rnnedge.runtime.foreign`); a spec stored in the file wins."""
+    g = p.add_argument_group(
+        "foreign models (ignored for files rnnedge exported; `rnnedge inspect` shows what "
+        "is detected without them)"
+    )
+    g.add_argument("--data-input", metavar="NAME", help="the graph input carrying the sequence")
+    g.add_argument("--data-output", metavar="NAME", help="the graph output carrying the result")
+    g.add_argument(
+        "--layout",
+        metavar="LETTERS",
+        help="the data input's axes, one letter each: B batch, T time, others fixed, "
+        "e.g. BT (batch, samples), TF (frames, features; no batch), BFTC",
+    )
+    add_state(g)  # type: ignore[arg-type]
+
+
+def add_extra(p: argparse.ArgumentParser) -> None:
+    """`--extra NAME=VALUE`, repeatable: the graph's inputs besides the data and the state."""
+    p.add_argument(
+        "--extra",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an extra graph input, its value as JSON at the graph's dtype and rank, e.g. "
+        "--extra sr=16000 for an int64 scalar, --extra gain=[0.5] for a float (1,)",
     )
 
 
@@ -254,9 +284,40 @@ def state_names(values: Sequence[str] | None) -> dict[str, str] | None:
     """Repeated `--state h0:hn` flags → `{"h0": "hn", ...}`; None when none were given."""
     if not values:
         return None
-    from rnnedge.runtime.foreign import parse_state_arg
+    from rnnedge.runtime.overrides import parse_state_arg
 
     try:
         return parse_state_arg(list(values))
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def load_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """`rnnedge.load` keyword arguments from the `add_load_overrides` flags (given ones only)."""
+    from rnnedge.runtime.overrides import Overrides, parse_state_axes
+
+    given = getattr(args, "state", None)
+    try:
+        out: dict[str, Any] = {
+            "data_input": getattr(args, "data_input", None),
+            "data_output": getattr(args, "data_output", None),
+            "layout": getattr(args, "layout", None),
+            "state_names": state_names(given),
+            "state_batch_axis": parse_state_axes(list(given)) if given else None,
+        }
+        Overrides.of(**out)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    return {k: v for k, v in out.items() if v}
+
+
+def extra_values(values: Sequence[str] | None) -> dict[str, Any] | None:
+    """Repeated `--extra name=value` flags → `{name: value}`; None when none were given."""
+    if not values:
+        return None
+    from rnnedge.runtime.overrides import parse_extra_arg
+
+    try:
+        return parse_extra_arg(list(values))
     except InputError as exc:
         raise UsageError(str(exc)) from None

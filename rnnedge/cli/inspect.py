@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rnnedge.cli import common
 
@@ -12,25 +13,25 @@ from rnnedge.cli import common
 @dataclass(frozen=True)
 class Options:
     model: Path
-    state_names: dict[str, str] | None
-    json: bool
+    overrides: dict[str, Any] = field(default_factory=dict)
+    json: bool = False
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_model(p)
-    common.add_state(p)
+    common.add_load_overrides(p)
     common.add_json(p)
 
 
 def _options(args: argparse.Namespace) -> Options:
-    return Options(Path(args.model), common.state_names(args.state), args.json)
+    return Options(Path(args.model), common.load_overrides(args), args.json)
 
 
 def _run(opts: Options) -> int:
     from rnnedge.tools import render
     from rnnedge.tools.inspect import inspect_model
 
-    info = inspect_model(opts.model, state_names=opts.state_names)
+    info = inspect_model(opts.model, **opts.overrides)
     print(render.to_json(info) if opts.json else render.inspect_text(info))
     return 0
 
@@ -38,9 +39,10 @@ def _run(opts: Options) -> int:
 COMMAND = common.Command(
     name="inspect",
     help="show inputs, outputs, state pairs and RNN ops",
-    description="Describe an ONNX file: its tensors, dynamic dims, the state pairs rnnedge "
-    "found (or was told), extra inputs and RNN ops (listed when onnx is installed: "
-    "pip install 'rnnedge[onnx]').",
+    description="Describe an ONNX file: its tensors, dynamic dims, the recurrent contract "
+    "rnnedge found (or was told): data input and output, their layout, state pairs and their "
+    "batch axes, extra inputs; for a file it cannot complete, what it found and which option "
+    "completes it; and RNN ops (listed when onnx is installed: pip install 'rnnedge[onnx]').",
     add_arguments=_add_arguments,
     options=_options,
     run=_run,

@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rnnedge.cli import common, paths
 from rnnedge.tools.forecast import FORMATS, Forecast, ForecastJob
@@ -32,7 +33,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default="auto", help="runtime (auto)")
     p.add_argument("--stream", action="store_true", help="feed the series chunk by chunk")
     p.add_argument("--chunk", type=int, default=None, help="steps per chunk with --stream (1)")
-    common.add_state(p)
+    common.add_load_overrides(p)
+    common.add_extra(p)
     common.add_nan_policy(p)
     common.add_json(p, "the forecasts (JSON lines for a live --input - --stream)")
 
@@ -56,10 +58,20 @@ def _options(args: argparse.Namespace) -> Options:
         runtime=args.runtime,
         stream=args.stream,
         chunk=common.at_least(1 if args.chunk is None else args.chunk, "--chunk", 1),
-        state_names=common.state_names(args.state),
         nan_policy=args.nan_policy,
+        **_load_fields(args),
     )
     return Options(job, out, bool(args.json))
+
+
+def _load_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's `state_names`, other load overrides and extra inputs, from the flags."""
+    overrides = common.load_overrides(args)
+    return {
+        "state_names": overrides.pop("state_names", None),
+        "load_options": overrides,
+        "extra": common.extra_values(args.extra),
+    }
 
 
 def _run(opts: Options) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rnnedge.cli import common, paths
 from rnnedge.serving.sequences import IDLE_TIMEOUT_S
@@ -25,6 +26,7 @@ class Options:
     max_sequences: int
     state_names: dict[str, str] | None
     log_file: Path | None
+    load_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +49,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-sequences", type=int, default=10_000, help="live sequences at most (10000)"
     )
-    common.add_state(p)
+    common.add_load_overrides(p)
     p.add_argument("--log-file", help="write Triton's log here instead of the terminal")
 
 
@@ -56,6 +58,7 @@ def _options(args: argparse.Namespace) -> Options:
     grpc = common.port(args.grpc_port, "--grpc-port")
     if http == grpc:
         raise common.UsageError(f"--http-port and --grpc-port are both {http}; give two ports")
+    overrides = common.load_overrides(args)
     return Options(
         model=Path(args.model),
         name=args.name,
@@ -67,7 +70,8 @@ def _options(args: argparse.Namespace) -> Options:
             args.idle_timeout, "--idle-timeout", common.MAX_IDLE_S
         ),
         max_sequences=common.at_least(args.max_sequences, "--max-sequences", 1),
-        state_names=common.state_names(args.state),
+        state_names=overrides.pop("state_names", None),
+        load_options=overrides,
         # a log, not a result: an existing one is written over like any server's
         log_file=paths.optional_output_file(
             args.log_file, "--log-file", force=True, inputs=(args.model,)
@@ -90,6 +94,7 @@ def _run(opts: Options) -> int:
         idle_timeout_s=opts.idle_timeout_s,
         max_sequences=opts.max_sequences,
         state_names=opts.state_names,
+        load_options=opts.load_options,
         log_file=opts.log_file,
     )
 

@@ -6,20 +6,26 @@ TorchScript exporter unrolls Python loops over LSTMCell/GRUCell to the example l
 still declaring the axis dynamic. `onnx.checker` catches none of it. So every export here is
 written to a temporary file, run under ONNX Runtime at other batch sizes and lengths against
 eager PyTorch, and only renamed into place when it matches.
+
+The data input may be features `(batch, seq_len, features)`, integer token ids or audio
+`(batch, seq_len)`, or any layout given as letters (`plan.py`); verification draws inputs the
+module accepts (`probe.py`); `streamable=True` lifts a module's own RNN state into graph inputs
+and outputs (`lift.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,11 +42,17 @@ from rnnedge.spec import (
     StatePair,
     TensorSpec,
 )
-from rnnedge.verify.parity import TOLERANCES, ParityReport, Tolerance, check_parity, default_grid
+from rnnedge.verify.parity import (
+    TOLERANCES,
+    ParityReport,
+    Tolerance,
+)
+
+if TYPE_CHECKING:
+    from rnnedge.exporters.plan import Plan
 
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
-BATCH, SEQ = "batch", "seq_len"
 
 
 @dataclass
@@ -55,19 +67,10 @@ class ExportResult:
     seconds: float
     #: the precision gate's result when a reduced precision was asked for
     precision: Any = None
-
-
-@dataclass
-class _Plan:
-    """The module to trace, its example args, names and dynamic axes, decided before export."""
-
-    module: Any
-    args: tuple[Any, ...]
-    input_names: list[str]
-    output_names: list[str]
-    input_axes: dict[str, dict[int, str]]
-    output_axes: dict[str, dict[int, str]]
-    spec: RnnSpec
+    #: the module whose signature the graph has (the lifted wrapper when state was lifted)
+    graph_module: Any = None
+    #: state pairs added by `streamable=True` (the module's own RNN state, lifted)
+    lifted: list[StatePair] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -91,122 +94,9 @@ def _as_tuple(example_input: Any) -> tuple[Any, ...]:
     return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
 
 
-def _tensor_spec(name: str, t: Any, axes: dict[int, str]) -> TensorSpec:
-    dtype = str(t.dtype).replace("torch.", "")
-    return TensorSpec(name, dtype, tuple(axes.get(i, int(d)) for i, d in enumerate(t.shape)))
+def _torch_export(plan: Plan, path: Path, exporter: str, opset: int) -> None:
+    from rnnedge.exporters.probe import BATCH, SEQ
 
-
-def _resize(t: Any, axes: dict[int, str], batch: int, seq_len: int) -> Any:
-    """A random tensor like `t` with its batch/seq axes resized, for probing output axes."""
-    torch = require("torch", "rnnedge export")
-    shape = [batch if axes.get(i) == BATCH else seq_len if axes.get(i) == SEQ else d
-             for i, d in enumerate(t.shape)]
-    return torch.randn(shape, dtype=t.dtype)
-
-
-def _probe_output_axes(
-    module: Any, args: tuple[Any, ...], input_axes: list[dict[int, str]]
-) -> list[dict[int, str]]:
-    """Which output dims follow the input's batch and seq axes, found by running twice."""
-    torch = require("torch", "rnnedge export")
-    x_axes = input_axes[0]
-    b0 = next(int(args[0].shape[i]) for i, n in x_axes.items() if n == BATCH)
-    t0 = next((int(args[0].shape[i]) for i, n in x_axes.items() if n == SEQ), 1)
-    b1, t1 = b0 + 3, t0 + 5
-    with torch.inference_mode():
-        out0 = _as_tuple(module(*args))
-        resized = tuple(_resize(a, ax, b1, t1) for a, ax in zip(args, input_axes, strict=True))
-        out1 = _as_tuple(module(*resized))
-    axes_list = []
-    for o0, o1 in zip(out0, out1, strict=True):
-        axes: dict[int, str] = {}
-        for i, (d0, d1) in enumerate(zip(o0.shape, o1.shape, strict=True)):
-            if d0 == d1:
-                continue
-            if (d0, d1) == (b0, b1):
-                axes[i] = BATCH
-            elif (d0, d1) == (t0, t1):
-                axes[i] = SEQ
-            else:
-                axes[i] = f"dim{i}"
-        axes_list.append(axes)
-    return axes_list
-
-
-def _plan_sequence_model(model: Any, x: Any, normalization: Normalization | None) -> _Plan:
-    from rnnedge.modeling.models import stateful_wrapper
-
-    cfg = model.config
-    wrapper = stateful_wrapper(model).eval()
-    state = model.initial_state(x)
-    state_t = state if isinstance(state, tuple) else (state,)
-    n_state = len(state_t)
-    in_names = ["x", "h0", "c0"][: 1 + n_state]
-    out_names = ["y", "hn", "cn"][: 1 + n_state]
-    x_axes = {0: BATCH, 1: SEQ} if cfg.batch_first else {0: SEQ, 1: BATCH}
-    in_axes = {"x": x_axes, **{n: {1: BATCH} for n in in_names[1:]}}
-    out_axes = {"y": dict(x_axes), **{n: {1: BATCH} for n in out_names[1:]}}
-    args = (x, *state_t)
-    spec = RnnSpec(
-        inputs=[_tensor_spec(n, a, in_axes[n]) for n, a in zip(in_names, args, strict=True)],
-        outputs=[],
-        data_input="x",
-        data_output="y",
-        state_pairs=[StatePair(i, o, 1) for i, o in zip(in_names[1:], out_names[1:],
-                                                         strict=True)],
-        batch_first=cfg.batch_first,
-        cell=cfg.cell,
-        num_layers=cfg.num_layers,
-        hidden_size=cfg.hidden_size,
-        input_size=cfg.input_size,
-        output_size=cfg.output_size,
-        bidirectional=cfg.bidirectional,
-        normalization=normalization,
-    )
-    return _Plan(wrapper, args, in_names, out_names, in_axes, out_axes, spec)
-
-
-def _plan_generic(
-    module: Any,
-    args: tuple[Any, ...],
-    input_names: Sequence[str] | None,
-    output_names: Sequence[str] | None,
-    batch_first: bool,
-    state_names: Sequence[tuple[str, str]],
-    normalization: Normalization | None,
-) -> _Plan:
-    in_names = list(input_names or (["x"] if len(args) == 1 else
-                                     [f"input_{i}" for i in range(len(args))]))
-    if len(in_names) != len(args):
-        raise InputError(f"{len(in_names)} input names given for {len(args)} example inputs")
-    state_in = {i: o for i, o in state_names}
-    x_axes = {0: BATCH, 1: SEQ} if batch_first else {0: SEQ, 1: BATCH}
-    axes_list = [x_axes] + [{1: BATCH} if n in state_in else {} for n in in_names[1:]]
-    out_axes_list = _probe_output_axes(module, args, axes_list)
-    out_names = list(output_names or (["y"] + [f"output_{i}" for i in
-                                               range(1, len(out_axes_list))]))
-    if len(out_names) != len(out_axes_list):
-        raise InputError(f"{len(out_names)} output names given; the module returns "
-                         f"{len(out_axes_list)} outputs")
-    unknown = [f"{i}->{o}" for i, o in state_names if i not in in_names or o not in out_names]
-    if unknown:
-        raise InputError(f"state pairs {unknown} do not name inputs {in_names} and outputs "
-                         f"{out_names}")
-    in_axes = dict(zip(in_names, axes_list, strict=True))
-    spec = RnnSpec(
-        inputs=[_tensor_spec(n, a, in_axes[n]) for n, a in zip(in_names, args, strict=True)],
-        outputs=[],
-        data_input=in_names[0],
-        data_output=out_names[0],
-        state_pairs=[StatePair(i, o, 1) for i, o in state_names],
-        batch_first=batch_first,
-        normalization=normalization,
-    )
-    return _Plan(module.eval(), args, in_names, out_names, in_axes,
-                 dict(zip(out_names, out_axes_list, strict=True)), spec)
-
-
-def _torch_export(plan: _Plan, path: Path, exporter: str, opset: int) -> None:
     torch = require("torch", "rnnedge export")
     common = dict(input_names=plan.input_names, output_names=plan.output_names,
                   opset_version=opset)
@@ -216,26 +106,33 @@ def _torch_export(plan: _Plan, path: Path, exporter: str, opset: int) -> None:
                               dynamic_axes={**plan.input_axes, **plan.output_axes}, **common)
         else:
             dims = {BATCH: torch.export.Dim(BATCH, min=1), SEQ: torch.export.Dim(SEQ, min=1)}
-            shapes = tuple(
+            shapes: Any = tuple(
                 {i: dims.get(n, torch.export.Dim.AUTO) for i, n in plan.input_axes[name].items()}
                 or None
                 for name in plan.input_names
             )
+            params = inspect.signature(plan.module.forward).parameters.values()
+            if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+                shapes = {"args": shapes}  # torch.export matches shapes to the signature
             torch.onnx.export(plan.module, plan.args, str(path), dynamo=True,
                               dynamic_shapes=shapes, external_data=False, report=False,
                               verbose=False, **common)
 
 
-def _finalize(plan: _Plan, path: Path, exporter: str, opset: int) -> RnnSpec:
+def _finalize(plan: Plan, path: Path, exporter: str, opset: int) -> RnnSpec:
     """Record the spec in the file's metadata; declare output axes that eager showed dynamic.
 
     The dynamo exporter can annotate an output's seq dim with the example's length although the
     graph computes any length; the annotation is repaired here and the numbers are then checked
-    by the verification that follows, so a graph that really is fixed cannot pass.
+    by the verification that follows, so a graph that really is fixed cannot pass. It writes
+    the same stale length into the `value_info` of intermediate tensors, from which ONNX
+    Runtime re-derives the output's shape and then refuses bound outputs of other lengths;
+    those entries are only hints (ONNX Runtime infers shapes itself), so they are dropped.
     """
     onnx = require("onnx", "rnnedge export")
     torch = require("torch", "rnnedge export")
     model = onnx.load(str(path))
+    del model.graph.value_info[:]
     for out in model.graph.output:
         axes = plan.output_axes.get(out.name, {})
         dims = out.type.tensor_type.shape.dim
@@ -245,7 +142,7 @@ def _finalize(plan: _Plan, path: Path, exporter: str, opset: int) -> RnnSpec:
                 dims[i].dim_param = name
     spec = plan.spec
     spec.outputs = [
-        TensorSpec(o.name, "float32", tuple(
+        TensorSpec(o.name, _dtype_name(onnx, o.type.tensor_type.elem_type), tuple(
             d.dim_param if d.dim_param else int(d.dim_value)
             for d in o.type.tensor_type.shape.dim))
         for o in model.graph.output
@@ -261,56 +158,34 @@ def _finalize(plan: _Plan, path: Path, exporter: str, opset: int) -> RnnSpec:
     return spec
 
 
-def _declared_frozen(spec: RnnSpec, path: Path) -> list[str]:
-    """Axes of the data input that the graph declares as fixed numbers."""
-    from rnnedge.runtime.backends.ort import open_session, session_tensor_specs
-
-    session = open_session(path)
-    declared = {t.name: t for t in session_tensor_specs(session.get_inputs())}
-    x = declared.get(spec.data_input)
-    found = []
-    if x is not None:
-        for axis, label in ((spec.seq_axis, SEQ), (spec.batch_axis, BATCH)):
-            if axis < len(x.shape) and isinstance(x.shape[axis], int):
-                found.append(f"{label} axis of '{x.name}' frozen at {x.shape[axis]}")
-    return found
+def _dtype_name(onnx: Any, elem_type: int) -> str:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except (KeyError, TypeError, ValueError):
+        return "float32"
 
 
-def _advice(exporter: str, cell_loops: list[str], batch_first: bool) -> str:
-    if cell_loops:
-        return (f"the model loops over {', '.join(cell_loops)} in Python, which the exporter "
-                "unrolls to the example length; use nn.RNN/nn.LSTM/nn.GRU over the whole "
-                "sequence instead")
-    if exporter == "dynamo":
-        extra = "" if batch_first else " (time-major graphs get Reshape constants baked in)"
-        return f"re-export with exporter='torchscript'{extra}"
-    return "re-export with exporter='dynamo' or simplify the model's control flow"
-
-
-def _verify(plan: _Plan, spec: RnnSpec, tmp: Path, exporter: str, shapes: Sequence[tuple[int,
+def _verify(plan: Plan, spec: RnnSpec, tmp: Path, exporter: str, shapes: Sequence[tuple[int,
             int]] | None, tolerance: Tolerance) -> ParityReport:
+    from rnnedge.exporters.proof import advice, compare, declared_frozen, grid_for
     from rnnedge.modeling.models import find_cell_loops
-    from rnnedge.modeling.torch_runner import TorchRunner
-    from rnnedge.runtime.backends.ort import OrtCpuRunner
 
-    x = plan.args[0]
-    example_b = int(x.shape[spec.batch_axis])
-    example_t = int(x.shape[spec.seq_axis])
-    grid = list(shapes) if shapes else default_grid(example_b, example_t)
-    frozen = _declared_frozen(spec, tmp)
-    with TorchRunner(plan.module, plan.input_names, plan.output_names) as ref, \
-            OrtCpuRunner(tmp) as ort_runner:
-        report = check_parity(ref, [ort_runner], spec, grid, tolerance=tolerance)
+    grid = grid_for(plan, spec, shapes)
+    frozen = declared_frozen(spec, tmp)
+    report = compare(plan, tmp, grid, tolerance)
     if report.ok:
         return report
+    x = plan.args[0]
+    example_b = 1 if spec.batch_axis is None else int(x.shape[spec.batch_axis])
+    example_t = int(x.shape[spec.seq_axis])
     bad_lengths = sorted({c.seq_len for c in report.failures})
     cause = "; ".join(frozen) if frozen else (
         f"the graph is specialized to the example seq_len={example_t}" if example_t not in
         bad_lengths else "the graph computes different values than eager PyTorch")
-    advice = _advice(exporter, find_cell_loops(plan.module), spec.batch_first)
+    what_to_do = advice(exporter, find_cell_loops(plan.module), spec.batch_first)
     raise ExportError(
         f"{exporter} export is wrong at shapes other than the example "
-        f"(batch={example_b}, seq_len={example_t}): {cause}; {advice}; no file was written; "
+        f"(batch={example_b}, seq_len={example_t}): {cause}; {what_to_do}; no file was written; "
         f"first failure: {report.describe_failures(1)}"
     )
 
@@ -325,7 +200,10 @@ def export(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     batch_first: bool = True,
-    state_names: Sequence[tuple[str, str]] = (),
+    layout: str | None = None,
+    state_names: Sequence[tuple[str, str] | tuple[str, str, int | None]] = (),
+    state_batch_axis: Mapping[str, int | None] | None = None,
+    streamable: bool = False,
     normalization: Normalization | None = None,
     contract: DataContract | None = None,
     verify: bool = True,
@@ -340,11 +218,27 @@ def export(
     Args:
         module: an rnnedge `SequenceModel` (state becomes `h0`/`c0` → `hn`/`cn`) or any
             `nn.Module` whose first input is a sequence.
-        example_input: a tensor (or tuple of tensors) to trace with.
+        example_input: a tensor (or tuple of tensors) to trace with. The first is the data
+            input: float `(batch, seq_len, features)`, integer token ids or audio samples
+            `(batch, seq_len)`, or any layout named by `layout`; token ids keep their dtype
+            and must be valid for the module's `nn.Embedding`.
         path: where the `.onnx` file goes; it appears only once verification passed.
         exporter: "torchscript" or "dynamo", always passed to torch explicitly.
-        batch_first: layout of a user module's first input (ignored for SequenceModel).
-        state_names: for user modules, (input, output) names that carry recurrent state.
+        input_names: graph input names; by default the names of `forward()`'s parameters.
+        output_names: graph output names; by default `y` for the first, the state output
+            names for the outputs shaped like their state inputs, `output_<i>` for the rest.
+        batch_first: whether a user module's rank-2/3 input has batch before time (ignored for
+            SequenceModel); `layout` overrides it.
+        layout: the data input's axes, one letter each: `B` batch, `T` time, any other letter
+            a fixed axis, e.g. "BT", "TB", "BTF", "BFT"; stored in the spec.
+        state_names: for user modules, the state each call takes and returns: `(input,
+            output)` pairs, or `(input, output, batch_axis)` when the state is not in PyTorch's
+            `(layers, batch, hidden)` layout (None for a state without a batch axis).
+        state_batch_axis: the same batch axes as a mapping `{input: axis}`.
+        streamable: lift the state of the module's own `nn.RNN`/`nn.LSTM`/`nn.GRU` (called
+            once over the whole input, e.g. `y, _ = self.gru(x)`) into graph inputs and
+            outputs (`h0`→`hn`, `c0`→`cn`), proven equal to the module before export, so the
+            file streams; without it the graph keeps exactly the module's own signature.
         normalization: the statistics the model was trained with; checked before anything is
             written, so a file that could not be loaded is never produced.
         contract: names of the feature and target columns (from the checkpoint), stored in the
@@ -357,11 +251,15 @@ def export(
             ((x, y) in data units, or a `Validation`); `gate` passes `metric`, `margin`, ….
 
     Raises:
-        UnsupportedModelError: the model cannot be exported correctly (e.g. proj_size > 0).
+        InputError: the example, names or axes do not fit the module (e.g. float values fed
+            to an `nn.Embedding`, token ids out of its range, a state name it does not take).
+        UnsupportedModelError: the model cannot be exported correctly (e.g. proj_size > 0), or
+            `streamable=True` cannot be proven (the message says what to change).
         ExportError: torch failed, or the file is wrong at shapes other than the example.
         PrecisionRefusedError: the reduced precision forecasts worse than the margin allows.
     """
     torch = require("torch", "rnnedge export")
+    from rnnedge.exporters.plan import plan_module, plan_sequence_model
     from rnnedge.modeling.models import SequenceModel, find_unsupported
 
     if precision != "fp32":
@@ -378,16 +276,15 @@ def export(
     args = _as_tuple(example_input)
     if not args or not all(isinstance(a, torch.Tensor) for a in args):
         raise InputError("example_input must be a tensor or a tuple of tensors")
-    if args[0].dim() != 3:
-        raise InputError(f"the example sequence must have rank 3 (batch, seq_len, features), "
-                         f"got shape {tuple(args[0].shape)}")
     opset = opset or DEFAULT_OPSET[exporter]
     module.eval()
     if isinstance(module, SequenceModel):
-        plan = _plan_sequence_model(module, args[0], normalization)
+        plan = plan_sequence_model(module, args[0], normalization)
     else:
-        plan = _plan_generic(module, args, input_names, output_names, batch_first,
-                             state_names, normalization)
+        plan = plan_module(module, args, input_names=input_names, output_names=output_names,
+                           batch_first=batch_first, layout=layout, state_names=state_names,
+                           state_batch_axis=state_batch_axis, streamable=streamable,
+                           normalization=normalization)
     _check_data_side(plan.spec, normalization, contract)
     plan.spec.contract = contract
     start = time.perf_counter()
@@ -419,7 +316,7 @@ def export(
         gated.moved_to(path)
         spec = dataclasses.replace(spec, precision=gated.record)
     return ExportResult(path, spec, exporter, opset, report, time.perf_counter() - start,
-                        gated)
+                        gated, plan.module, list(plan.lifted))
 
 
 def _check_data_side(spec: RnnSpec, normalization: Normalization | None,
@@ -427,7 +324,12 @@ def _check_data_side(spec: RnnSpec, normalization: Normalization | None,
     """Statistics and column names must fit the model before a file is written."""
     if normalization is not None:
         norm = Normalizer.from_spec(normalization)  # finite mean, std > 0, targets in range
-        features = spec.input(spec.data_input).shape[-1]
+        x = spec.input(spec.data_input)
+        if not x.dtype.startswith(("float", "bfloat")):
+            raise InputError(f"normalization was given for '{x.name}', which holds {x.dtype} "
+                             "values (token ids are not normalized); drop normalization")
+        feature_axis = next((i for i, c in enumerate(spec.data_layout) if c not in "BT"), None)
+        features = 1 if feature_axis is None else x.shape[feature_axis]
         if isinstance(features, int) and norm.n_features != features:
             raise InputError(f"normalization has {norm.n_features} features; the model takes "
                              f"{features}")

@@ -3,10 +3,14 @@
 Models exported by other tools still carry their state as graph inputs and outputs; only the
 pairing and the axes are unwritten. This module recovers them from names and shapes alone, so
 it needs nothing beyond what `session.get_inputs()` reports (numpy + onnxruntime; `onnx` is
-imported lazily, only to list RNN nodes for `rnnedge inspect`).
+imported lazily, only to list RNN nodes for `rnnedge inspect`). Every rule below has an
+override (`rnnedge.load(path, ...)`, the same on the command line); a spec stored in the file
+wins over detection and over the overrides alike (the names an override gives must still
+exist in the graph).
 
-State pairs (unless `state_names` is given): rules tried in order for each graph input; the
-first rule that matches any compatible output decides, and name comparison ignores case:
+State pairs (override: `state_names={in: out}`, `--state in:out`): rules tried in order for
+each graph input; the first rule that matches any compatible output decides, and name
+comparison ignores case:
 
     (a) X0 -> Xn                                        h0 -> hn, state0 -> stateN, h_0 -> h_n
     (b) X -> Xn, X_n, X_out, Xout, new_X, next_X        state -> stateN, h -> h_out
@@ -16,28 +20,57 @@ first rule that matches any compatible output decides, and name comparison ignor
 An output is compatible when it has the input's dtype and rank, and equal dims wherever both
 are fixed (symbolic dims may be named differently). Two candidates under one rule, or two
 inputs claiming one output, is an `InputError`: a wrong guess would stream wrong numbers.
-A named `data_input`/`data_output` is never taken for a state.
+A named `data_input`/`data_output` is never taken for a state. Names that follow no rule
+(`input_3` -> `tf_op_layer_stack_2`) are not paired by shape alone; `rnnedge inspect` and the
+error of `Model.stream` list the inputs and outputs of equal shape as the pairs to try.
 
-Batch axis of a state: its only symbolic dim; else axis 1 for rank ≥ 3 (PyTorch's
-(layers·dirs, batch, hidden)) and axis 0 below that.
+Data input (override: `data_input=`, `--data-input`): the first non-state input of numeric
+dtype and rank 3, else of rank 2 or more, else of rank 1 with a dynamic dim. Data output
+(`data_output=`, `--data-output`): the first non-state output. Every other input is an extra
+input, given once per stream or per run (`extra=`, `--extra name=value`).
 
-`batch_first` when not given: each state's batch dim (in pair order) is looked up in the data
-input's dims 0 and 1, by name when symbolic and by value when fixed; the first state for which
-exactly one of them equals it decides (dim 0 → True, dim 1 → False). Otherwise True.
+Layout of the data input (override: `layout=`, `--layout`, e.g. `BT`, `TF`, `BFTC`; or
+`batch_first=` for rank 2 and 3), one rule after the other:
+
+    1. a dynamic dim named like batch (`batch`, `N`, `bs`, ...) is B, one named like time
+       (`seq_len`, `time`, `frames`, `T`, ...) is T;
+    2. a dim equal to the states' batch dim (its only dynamic dim, else axis 1 at rank ≥ 3)
+       is B, when exactly one such dim exists (among dims 0 and 1 at rank 3);
+    3. with nothing found: rank 3 is (batch, seq_len, features); rank 2 is (seq_len,
+       features) when dim 0 is dynamic and dim 1 fixed (rows are time steps, no batch axis),
+       else (batch, samples); rank 1 is one sequence; rank 4 and up has batch on axis 0;
+    4. the time axis still missing is the first dynamic axis after batch, else the first of
+       size 1 after it (one step per call), else the first axis that is not batch; the batch
+       axis still missing is axis 0 unless time is, else another dynamic axis (or one of size
+       1 at rank 3 and up), else there is none (one sequence per call).
+
+Batch axis of a state (override: `state_batch_axis={in: axis or None}`, `--state in:out@axis`,
+`@none`): its only dynamic dim; with several, the one named like the data's batch dim, else
+axis 1 (rank ≥ 3) or 0; with every dim fixed, the one axis whose size is the data input's
+fixed batch size, else none (the state belongs to the one sequence a call runs). Zero states
+have each state's declared shape with the stream's batch on that axis, in its declared dtype.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from rnnedge.errors import InputError
+from rnnedge.errors import InputError, ModelFileError
 from rnnedge.runtime.backends.ort import read_spec, session_tensor_specs
+from rnnedge.runtime.layouts import check_layout, guess_layout, state_axis
+from rnnedge.runtime.overrides import Overrides, parse_state_arg, parse_state_axes
 from rnnedge.spec import RnnSpec, StatePair, TensorSpec, dims_to_str
+
+__all__ = ["PRODUCER", "RNN_OP_TYPES", "Detection", "check_stored", "detect_spec", "extra_inputs",
+           "parse_state_arg", "parse_state_axes", "resolve_spec", "same_shape_pairs",
+           "state_batch_axis", "survey"]
 
 PRODUCER = {"detected": "rnnedge.foreign"}
 RNN_OP_TYPES = ("RNN", "LSTM", "GRU")
-_STATE_EXAMPLE = "e.g. --state h0:hn,c0:cn (input:output, comma-separated)"
+#: dtypes a data input may have: numbers (a bool or string input is never the sequence)
+_NUMERIC = ("float", "bfloat", "int", "uint")
 Pairs = list[tuple[TensorSpec, TensorSpec]]
 
 
@@ -77,14 +110,6 @@ def _incompatibility(inp: TensorSpec, out: TensorSpec) -> str | None:
         if isinstance(a, int) and isinstance(b, int) and a != b:
             return f"axis {axis} is {a} vs {b}"
     return None
-
-
-def state_batch_axis(state: TensorSpec) -> int:
-    """Where the batch lives in a state tensor: its only symbolic dim, else PyTorch's layout."""
-    symbolic = [i for i, d in enumerate(state.shape) if isinstance(d, str)]
-    if len(symbolic) == 1:
-        return symbolic[0]
-    return 1 if len(state.shape) >= 3 else 0
 
 
 def _explicit_pairs(
@@ -143,72 +168,118 @@ def _detected_pairs(inputs: list[TensorSpec], outputs: list[TensorSpec], source:
     return pairs
 
 
-def _infer_batch_first(data: TensorSpec, states: Sequence[TensorSpec]) -> bool:
-    for state in states:
-        batch = state.shape[state_batch_axis(state)] if state.shape else None
-        hits = [axis for axis in (0, 1) if axis < len(data.shape) and data.shape[axis] == batch]
-        if len(hits) == 1:
-            return hits[0] == 0
-    return True
+def state_batch_axis(state: TensorSpec) -> int:
+    """Where the batch lives in a state tensor judged from its own shape alone: its only
+    symbolic dim, else PyTorch's layout (axis 1 from rank 3, else 0)."""
+    symbolic = [i for i, d in enumerate(state.shape) if isinstance(d, str)]
+    if len(symbolic) == 1:
+        return symbolic[0]
+    return 1 if len(state.shape) >= 3 else 0
 
 
-def detect_spec(
-    inputs: Sequence[TensorSpec],
-    outputs: Sequence[TensorSpec],
-    *,
-    state_names: Mapping[str, str] | None = None,
-    data_input: str | None = None,
-    data_output: str | None = None,
-    batch_first: bool | None = None,
-    source: str = "model",
+def same_shape_pairs(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+                     ) -> list[tuple[str, str]]:
+    """(input, output) of exactly the same declared dtype and shape, each side matched once:
+    what to try as `state_names` when names follow no rule. Only a suggestion: a data input
+    and its output often match too."""
+    found = []
+    for inp in inputs:
+        same = [o for o in outputs if o.dtype == inp.dtype and o.shape == inp.shape]
+        if len(same) == 1 and inp.shape:
+            found.append((inp.name, same[0].name))
+    outs = [o for _, o in found]
+    return [(i, o) for i, o in found if outs.count(o) == 1]
+
+
+@dataclass
+class Detection:
+    """How far detection got, kept when it stops: what `rnnedge inspect` shows of a file whose
+    contract is incomplete, with the option that would complete it."""
+
+    data_input: str | None = None
+    data_candidates: list[str] = field(default_factory=list)
+    data_output: str | None = None
+    state_pairs: list[StatePair] = field(default_factory=list)
+    same_shape: list[tuple[str, str]] = field(default_factory=list)
+    layout: str | None = None
+    layout_reason: str | None = None
+    error: str | None = None
+    #: the step detection was at: "state pairs", "data input", "data output", "layout", "done"
+    stage: str = "state pairs"
+
+    def advice(self) -> list[str]:
+        """Options that would complete or correct what was found, for the user to try."""
+        if self.error is not None and self.stage == "state pairs":
+            return ["--state IN:OUT (state_names=) as the error says"]
+        tips = []
+        if self.error is not None and self.stage == "data output":
+            tips.append("--data-output NAME (data_output=) names the result output")
+        if self.data_input is None:
+            tips.append("--data-input NAME (data_input=) names the sequence input")
+        elif len(self.data_candidates) > 1:
+            others = ", ".join(c for c in self.data_candidates if c != self.data_input)
+            tips.append(f"--data-input picks another data input ({others})")
+        if not self.state_pairs and self.same_shape:
+            pairs = ",".join(f"{i}:{o}" for i, o in self.same_shape)
+            tips.append(f"--state {pairs} if those outputs feed those inputs back "
+                        "(equal shapes; names follow no rule)")
+        if self.layout is not None:
+            tips.append(f"--layout (layout=) if '{self.layout}' is not the data's axes "
+                        "(B batch, T time, one letter per axis)")
+        return tips
+
+
+def _tensor(tensors: Sequence[TensorSpec], name: str) -> TensorSpec:
+    return next(t for t in tensors if t.name == name)
+
+
+def _data_candidates(inputs: Sequence[TensorSpec], states: set[str]) -> list[str]:
+    """Non-state numeric inputs that could carry the sequence, most likely first."""
+    numeric = [t for t in inputs if t.name not in states and t.dtype.startswith(_NUMERIC)]
+    ranked = [t for t in numeric if len(t.shape) == 3]
+    ranked += [t for t in numeric if len(t.shape) >= 2 and len(t.shape) != 3]
+    if not ranked:
+        ranked = [t for t in numeric if len(t.shape) == 1 and isinstance(t.shape[0], str)]
+    return [t.name for t in ranked]
+
+
+def _detect(
+    inputs: list[TensorSpec], outputs: list[TensorSpec], o: Overrides, source: str,
+    found: Detection,
 ) -> RnnSpec:
-    """Build the recurrent contract of a graph that carries no rnnedge metadata.
-
-    Args:
-        inputs: Graph inputs, e.g. `session_tensor_specs(session.get_inputs())`.
-        outputs: Graph outputs, same form.
-        state_names: Input -> output state pairs to use instead of detection; `{}` says the
-            model carries no state.
-        data_input: The sequence input; default the first non-state input of rank 3.
-        data_output: The sequence output; default the first non-state output.
-        batch_first: Layout of the data input; default inferred (see the module docstring).
-        source: Model name for messages.
-
-    Returns:
-        An RnnSpec with names, axes and state pairs; `cell` and the sizes stay None.
-
-    Raises:
-        InputError: A given name does not exist, a pairing is ambiguous or cannot be carried,
-            or no data input/output can be found.
-    """
-    inputs, outputs = list(inputs), list(outputs)
-    for what, name, tensors in (("input", data_input, inputs), ("output", data_output, outputs)):
-        if name is not None and all(t.name != name for t in tensors):
-            raise InputError(
-                f"{source}: data {what} '{name}' is not in the graph; it has "
-                f"{_graph(inputs, outputs)}"
-            )
-    if state_names is not None:
-        raw = _explicit_pairs(state_names, inputs, outputs, source)
+    """Fill `found` step by step; raise at the first step that cannot be completed."""
+    for what, name, kind in o.tensor_names():
+        if what.startswith("data") and all(t.name != name for t in
+                                           (inputs if kind == "input" else outputs)):
+            raise InputError(f"{source}: {what} '{name}' is not in the graph; it has "
+                             f"{_graph(inputs, outputs)}")
+    data_input, data_output = o.data_input, o.data_output
+    if o.state_names is not None:
+        raw = _explicit_pairs(o.state_names, inputs, outputs, source)
     else:
-        raw = _detected_pairs(
-            [t for t in inputs if t.name != data_input],
-            [t for t in outputs if t.name != data_output],
-            source,
-        )
-    state_in, state_out = {i.name for i, _ in raw}, {o.name for _, o in raw}
-    for what, name, states in (("input", data_input, state_in), ("output", data_output, state_out)):
+        raw = _detected_pairs([t for t in inputs if t.name != data_input],
+                              [t for t in outputs if t.name != data_output], source)
+    state_in, state_out = {i.name for i, _ in raw}, {p.name for _, p in raw}
+    found.state_pairs = [StatePair(i.name, p.name, None) for i, p in raw]
+    for what, name, states in (("input", data_input, state_in),
+                               ("output", data_output, state_out)):
         if name in states:
             raise InputError(f"{source}: data {what} '{name}' is also named as a state")
+    found.data_candidates = _data_candidates(inputs, state_in)
+    found.stage = "data input"
+    unknown_axes = sorted(set(o.state_batch_axis) - state_in)
+    if unknown_axes:
+        raise InputError(f"{source}: state_batch_axis names {unknown_axes}, which are not state "
+                         f"inputs; the state inputs are {sorted(state_in) or 'none'}")
     if data_input is None:
-        data_input = next(
-            (t.name for t in inputs if t.name not in state_in and len(t.shape) == 3), None
-        )
-        if data_input is None:
+        if not found.data_candidates:
             raise InputError(
-                f"{source}: no rank-3 non-state input to use as the sequence input "
-                f"({_listing('inputs', inputs)}); pass data_input"
+                f"{source}: no non-state numeric input of rank ≥ 1 to use as the sequence "
+                f"input ({_listing('inputs', inputs)}); pass data_input (--data-input)"
             )
+        data_input = found.data_candidates[0]
+    found.data_input = data_input
+    found.stage = "data output"
     if data_output is None:
         data_output = next((t.name for t in outputs if t.name not in state_out), None)
         if data_output is None:
@@ -216,60 +287,134 @@ def detect_spec(
                 f"{source}: every output is a state, none is left for the sequence output "
                 f"({_listing('outputs', outputs)}); pass data_output or state_names"
             )
-    if batch_first is None:
-        data = next(t for t in inputs if t.name == data_input)
-        batch_first = _infer_batch_first(data, [i for i, _ in raw])
-    spec = RnnSpec(
-        inputs=inputs,
-        outputs=outputs,
-        data_input=data_input,
-        data_output=data_output,
-        state_pairs=[StatePair(i.name, o.name, state_batch_axis(i)) for i, o in raw],
-        batch_first=batch_first,
-        producer=dict(PRODUCER),
-    )
-    spec.validate(source)
+    found.data_output = data_output
+    found.stage = "layout"
+    left_in = [t for t in inputs if t.name not in state_in and t.name != data_input]
+    left_out = [t for t in outputs if t.name not in state_out and t.name != data_output]
+    found.same_shape = same_shape_pairs(left_in, left_out)
+    data = _tensor(inputs, data_input)
+    if not data.dtype.startswith(_NUMERIC):
+        raise InputError(f"{source}: data input '{data_input}' has dtype {data.dtype}; a "
+                         "sequence input holds numbers (float features or integer tokens)")
+    states = [i for i, _ in raw]
+    if o.layout is not None:
+        layout: str | None = check_layout(o.layout, data)
+        batch_first = o.layout.find("B") < o.layout.index("T") or "B" not in o.layout
+        found.layout_reason = "layout given"
+    else:
+        layout, batch_first, found.layout_reason = guess_layout(data, states, o.batch_first)
+    letters = layout or ("BTF" if batch_first else "TBF")
+    found.layout = letters
+    found.state_pairs = [StatePair(i.name, p.name, state_axis(i, data, letters,
+                                                              o.state_batch_axis))
+                         for i, p in raw]
+    spec = RnnSpec(inputs=inputs, outputs=outputs, data_input=data_input,
+                   data_output=data_output, state_pairs=list(found.state_pairs),
+                   batch_first=batch_first, producer=dict(PRODUCER),
+                   layout=None if layout in ("BTF", "TBF") else layout)
+    try:
+        spec.validate(source)
+    except ModelFileError as exc:  # what the user gave does not fit the graph
+        raise InputError(str(exc)) from None
+    found.stage = "done"
     return spec
+
+
+def detect_spec(
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    *,
+    source: str = "model",
+    **overrides: Any,
+) -> RnnSpec:
+    """Build the recurrent contract of a graph that carries no rnnedge metadata.
+
+    Args:
+        inputs: Graph inputs, e.g. `session_tensor_specs(session.get_inputs())`.
+        outputs: Graph outputs, same form.
+        source: Model name for messages.
+        **overrides: `Overrides.of` keyword arguments: `data_input`, `data_output`,
+            `state_names` (`{}` says the model carries no state), `state_batch_axis`,
+            `batch_first`, `layout`; each replaces the rule in the module docstring.
+
+    Returns:
+        An RnnSpec with names, axes and state pairs; `cell` and the sizes stay None.
+
+    Raises:
+        InputError: An override has the wrong type or names a tensor that does not exist, a
+            pairing is ambiguous or cannot be carried, or no data input/output can be found.
+    """
+    return _detect(list(inputs), list(outputs), Overrides.of(**overrides), source, Detection())
+
+
+def survey(
+    inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, source: str = "model",
+    **overrides: Any,
+) -> tuple[RnnSpec | None, Detection]:
+    """`detect_spec` that never raises for the graph's sake: the spec (None when incomplete)
+    and how far detection got, with the error that stopped it."""
+    found = Detection()
+    try:
+        return _detect(list(inputs), list(outputs), Overrides.of(**overrides), source,
+                       found), found
+    except InputError as exc:
+        found.error = str(exc)
+        return None, found
+
+
+def check_stored(spec: RnnSpec, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                 source: str) -> None:
+    """A stored spec must describe the graph it sits in: the same tensors, dtypes and ranks,
+    and equal dims wherever both fix one; anything else is a broken file, not bad input."""
+    problems = []
+    for kind, declared, graph in (("input", spec.inputs, inputs), ("output", spec.outputs,
+                                                                   outputs)):
+        actual = {t.name: t for t in graph}
+        for t in declared:
+            g = actual.get(t.name)
+            if g is None:
+                problems.append(f"{kind} '{t.name}' is not in the graph")
+            elif g.dtype != t.dtype:
+                problems.append(f"{kind} '{t.name}' is {t.dtype} in the spec, {g.dtype} in the "
+                                "graph")
+            elif len(g.shape) != len(t.shape) or any(
+                    isinstance(a, int) and isinstance(b, int) and a != b
+                    for a, b in zip(g.shape, t.shape, strict=True)):
+                problems.append(f"{kind} '{t.name}' is {dims_to_str(t.shape)} in the spec, "
+                                f"{dims_to_str(g.shape)} in the graph")
+    missing = sorted({t.name for t in inputs} - {t.name for t in spec.inputs})
+    if missing:
+        problems.append(f"graph inputs {missing} are missing from the spec")
+    if problems:
+        raise ModelFileError(f"{source}: its rnnedge spec contradicts its graph: "
+                             f"{'; '.join(problems[:4])}; re-export the model with rnnedge")
+
+
+def resolve_spec(session: Any, *, source: str = "model", **overrides: Any) -> RnnSpec:
+    """The stored rnnedge spec when present, else one detected from the session's tensors.
+
+    `overrides` are `detect_spec`'s; they apply to foreign models only, since a stored spec
+    was written from the model itself, but the tensors they name must exist either way.
+
+    Raises:
+        ModelFileError: The stored spec is malformed or contradicts the graph.
+        InputError: See `detect_spec`.
+    """
+    o = Overrides.of(**overrides)
+    inputs = session_tensor_specs(session.get_inputs())
+    outputs = session_tensor_specs(session.get_outputs())
+    stored = read_spec(session, source)
+    if stored is None:
+        return _detect(inputs, outputs, o, source, Detection())
+    for what, name, kind in o.tensor_names():
+        if all(t.name != name for t in (inputs if kind == "input" else outputs)):
+            raise InputError(f"{source}: {what} '{name}' is not a graph {kind}; it has "
+                             f"{_graph(inputs, outputs)}")
+    check_stored(stored, inputs, outputs, source)
+    return stored
 
 
 def extra_inputs(spec: RnnSpec) -> list[TensorSpec]:
     """Graph inputs that are neither the data nor a state, which a stream must get once."""
     states = {p.input for p in spec.state_pairs}
     return [t for t in spec.inputs if t.name != spec.data_input and t.name not in states]
-
-
-def parse_state_arg(text: str | Sequence[str]) -> dict[str, str]:
-    """Parse `--state h0:hn,c0:cn` (repeated flags may be passed as a list) into a mapping.
-
-    Raises:
-        InputError: An item is not `input:output`, or a name is used twice.
-    """
-    items = [text] if isinstance(text, str) else list(text)
-    parts = [p.strip() for item in items for p in str(item).split(",")]
-    if not any(parts):
-        raise InputError(f"--state is empty; {_STATE_EXAMPLE}")
-    pairs: dict[str, str] = {}
-    for part in parts:
-        halves = [h.strip() for h in part.split(":")]
-        if len(halves) != 2 or not all(halves):
-            raise InputError(f"--state item '{part}' is not input:output; {_STATE_EXAMPLE}")
-        i_name, o_name = halves
-        if i_name in pairs or o_name in pairs.values():
-            name = i_name if i_name in pairs else o_name
-            raise InputError(f"--state names '{name}' twice; {_STATE_EXAMPLE}")
-        pairs[i_name] = o_name
-    return pairs
-
-
-def resolve_spec(session: Any, *, source: str = "model", **detect: Any) -> RnnSpec:
-    """The stored rnnedge spec when present, else one detected from the session's tensors.
-
-    `detect` takes `detect_spec`'s keyword arguments; they apply to foreign models only,
-    since a stored spec was written from the module itself.
-    """
-    stored = read_spec(session, source)
-    if stored is not None:
-        return stored
-    inputs = session_tensor_specs(session.get_inputs())
-    outputs = session_tensor_specs(session.get_outputs())
-    return detect_spec(inputs, outputs, source=source, **detect)

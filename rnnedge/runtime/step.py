@@ -97,7 +97,8 @@ class StepSession:
         self.runner = runner
         self.spec = spec
         self.batch = batch
-        self.extra = {k: np.ascontiguousarray(v) for k, v in (extra or {}).items()}
+        # C order without `ascontiguousarray`, which turns a rank-0 value into shape (1,)
+        self.extra = {k: np.asarray(v, order="C") for k, v in (extra or {}).items()}
         self._pairs = list(spec.state_pairs)
         zeros = zero_state(spec, batch)
         # two buffers per state input; _cur says which holds the current state
@@ -112,6 +113,7 @@ class StepSession:
         self._yb: np.ndarray | None = None
         self._flat: np.ndarray | None = None
         self._small = True  # few enough values to check for NaN/Inf in plain Python
+        self._float = np.dtype(spec.input(spec.data_input).dtype).kind == "f"
 
     @property
     def bound(self) -> bool:
@@ -156,18 +158,34 @@ class StepSession:
     def fast_input(self, chunk: Any) -> np.ndarray | None:
         """`chunk` copied into the bound input buffer when it needs no further checks.
 
-        That is: an ndarray of floats with exactly the shape of the last chunk that passed
-        the full checks, and only finite values after conversion to the model's dtype. For
-        anything else returns None, and the caller runs the full `check_sequence`.
+        That is: an ndarray with exactly the shape of the last chunk that passed the full
+        checks, and either floats that are all finite after conversion to the model's dtype,
+        or (a model taking integers) exactly the model's integer dtype. For anything else
+        returns None, and the caller runs the full `check_sequence`.
         """
-        if type(chunk) is np.ndarray and chunk.shape == self._shape and chunk.dtype.kind == "f":
-            xb = self._xb
+        if type(chunk) is not np.ndarray or chunk.shape != self._shape:
+            return None
+        xb = self._xb
+        if not self._float:  # integer token ids: only the exact dtype, nothing to check
+            if chunk.dtype != xb.dtype:  # type: ignore[union-attr]
+                return None
+            xb[...] = chunk  # type: ignore[index]
+            return xb
+        if chunk.dtype.kind == "f":
             xb[...] = chunk  # type: ignore[index]
             if self._small:  # no numpy call: a fraction of its cost, and no FP warnings
                 if all(map(math.isfinite, self._flat.tolist())):  # type: ignore[union-attr]
                     return xb
             elif np.isfinite(self._flat).all():
                 return xb
+        return None
+
+    def input_buffer(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The bound input buffer when chunks of `shape` run bound, for a caller that builds
+        its chunk in place (a framed stream writes context and frame straight into it)."""
+        if self._bindings is not None and shape == self._shape \
+                and self.runner.session is self._session:
+            return self._xb
         return None
 
     def run(self, x: np.ndarray) -> np.ndarray:

@@ -148,6 +148,8 @@ def split_for(tuning: Mapping[str, Any] | None, batch: int, seq_len: int) -> int
 
 def _output_batch_axis(spec: RnnSpec) -> int | None:
     """Where the data output keeps the batch: the axis named like the data input's batch."""
+    if spec.batch_axis is None:
+        return None
     x_dim = spec.input(spec.data_input).shape[spec.batch_axis]
     try:
         y_shape = spec.output(spec.data_output).shape
@@ -166,6 +168,7 @@ def splittable(spec: RnnSpec) -> bool:
         all(t.name == spec.data_input or t.name in state_in for t in spec.inputs)
         and all(t.name == spec.data_output or t.name in state_out for t in spec.outputs)
         and _output_batch_axis(spec) is not None
+        and all(p.batch_axis is not None for p in spec.state_pairs)
     )
 
 
@@ -194,8 +197,8 @@ class TunedOrtRunner(OrtCpuRunner):
         model: the ONNX file the tuning was measured on.
         tuning: the tuning (`read_tuning`); None runs ORT's defaults for every shape.
         spec: the model's spec; None resolves it from the file on activation.
-        detect: `resolve_spec` keyword arguments (`state_names`, `batch_first`) for a file
-            rnnedge did not write, used when `spec` is None.
+        detect: `resolve_spec` keyword arguments (the overrides of `rnnedge.load`) for a
+            file rnnedge did not write, used when `spec` is None.
     """
 
     def __init__(
@@ -286,13 +289,16 @@ class TunedOrtRunner(OrtCpuRunner):
         self.session = None
 
     def shape_of(self, feeds: Feeds) -> tuple[int, int] | None:
-        """(batch, seq_len) of the sequence input, or None when it is missing or not 3-D."""
-        assert self.spec is not None
-        x = feeds.get(self.spec.data_input)
+        """(batch, seq_len) of the sequence input, or None when it is missing or not of the
+        layout's rank; a data input without a batch axis counts as batch 1."""
+        spec = self.spec
+        assert spec is not None
+        x = feeds.get(spec.data_input)
         shape = getattr(x, "shape", None)
-        if shape is None or len(shape) != 3:
+        if shape is None or len(shape) != len(spec.data_layout):
             return None
-        return int(shape[self.spec.batch_axis]), int(shape[self.spec.seq_axis])
+        b = spec.batch_axis
+        return (1 if b is None else int(shape[b])), int(shape[spec.seq_axis])
 
     def run_with(
         self, settings: Mapping[str, Any], batch_split: int, feeds: Feeds

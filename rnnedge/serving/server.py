@@ -145,6 +145,8 @@ class RnnServer:
         instances: concurrent model instances (threads running steps here).
         idle_timeout_s, max_sequences: see `SequenceTable`.
         state_names: state pairs of a foreign model, as for `rnnedge.load`.
+        load_options: `rnnedge.load`'s other overrides for a foreign model (`data_input`,
+            `data_output`, `layout`, `state_batch_axis`).
         log_file: Triton's log goes here instead of this process's output.
         exit_timeout_s: how long stopping waits for in-flight requests.
     """
@@ -161,6 +163,7 @@ class RnnServer:
         idle_timeout_s: float = 60.0,
         max_sequences: int = 10_000,
         state_names: Mapping[str, str] | None = None,
+        load_options: Mapping[str, Any] | None = None,
         log_file: str | os.PathLike[str] | None = None,
         exit_timeout_s: int = 5,
     ) -> None:
@@ -174,6 +177,7 @@ class RnnServer:
         self.instances = instances
         self.idle_timeout_s, self.max_sequences = idle_timeout_s, max_sequences
         self.state_names = dict(state_names) if state_names else None
+        self.load_options = dict(load_options or {})
         self.log_file = log_file
         self.exit_timeout_s = exit_timeout_s
         self.model: Any = None
@@ -239,7 +243,8 @@ class RnnServer:
 
         t0 = time.perf_counter()
         self.model = load(
-            self.model_path, "ort-cpu", settings=STEP_SETTINGS, state_names=self.state_names
+            self.model_path, "ort-cpu", settings=STEP_SETTINGS, state_names=self.state_names,
+            **self.load_options,
         )
         try:
             if not self.model.spec.streamable:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ class BenchConfig:
             written next to it.
         tune_budget_s: Time per candidate setting while tuning.
         exporter: Exporter for a checkpoint model.
+        load_options: `rnnedge.load`'s overrides for an `.onnx` model rnnedge did not write
+            (`data_input`, `state_names`, `layout`, ...).
     """
 
     model: Path
@@ -66,6 +68,7 @@ class BenchConfig:
     tune: bool = False
     tune_budget_s: float = 0.15
     exporter: str = "torchscript"
+    load_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,12 +87,12 @@ def known_runners() -> list[str]:
     return [*BASE_RUNNERS, *(n for n in registered() if n not in ("torch", "ort-cpu"))]
 
 
-def _read_spec(onnx_path: Path) -> RnnSpec:
+def _read_spec(onnx_path: Path, load_options: Mapping[str, Any]) -> RnnSpec:
     from rnnedge.runtime.backends.ort import OrtCpuRunner
     from rnnedge.runtime.foreign import resolve_spec
 
     with OrtCpuRunner(onnx_path) as r:
-        return resolve_spec(r.session, source=str(onnx_path))
+        return resolve_spec(r.session, source=str(onnx_path), **load_options)
 
 
 def _check_same_model(eager: Runner, onnx_path: Path, spec: RnnSpec) -> None:
@@ -302,7 +305,7 @@ def run_bench(
             say(f"exported {model} ({cfg.exporter}) to a temporary file, verified against eager")
         else:
             onnx_path, checkpoint = model, cfg.checkpoint
-        spec = _read_spec(onnx_path)
+        spec = _read_spec(onnx_path, cfg.load_options)
         if checkpoint:
             from rnnedge.modeling.models import stateful_wrapper
             from rnnedge.tools.pipeline import load_module

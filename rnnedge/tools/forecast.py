@@ -14,7 +14,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +43,9 @@ class ForecastJob:
         chunk: Steps per chunk when streaming.
         state_names: State pairs (input → output) of a model rnnedge did not write.
         nan_policy: How gaps (empty cells, NA tokens, NaN) are filled, as in training.
+        load_options: Further `rnnedge.load` overrides for a model rnnedge did not write
+            (`data_input`, `data_output`, `layout`, `state_batch_axis`).
+        extra: Values of the graph's extra inputs (`Model.run`'s `extra`).
     """
 
     model: Path
@@ -53,6 +56,8 @@ class ForecastJob:
     chunk: int = 1
     state_names: Mapping[str, str] | None = None
     nan_policy: str = "raise"
+    load_options: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ def forecast(job: ForecastJob, source: IO[str] | None = None) -> Forecast:
     from rnnedge.runtime.model import load
 
     _check_job(job)
-    with load(job.model, job.runtime, state_names=job.state_names) as model:
+    with load(job.model, job.runtime, state_names=job.state_names, **job.load_options) as model:
         spec = model.spec
         if job.series is not None:
             header = _csv_header(job.series)
@@ -169,7 +174,7 @@ def forecast(job: ForecastJob, source: IO[str] | None = None) -> Forecast:
         x = x[None] if spec.batch_first else x[:, None]
         x = check_sequence(x, spec, "x")  # the reader filled the gaps; infinities are refused
         if job.stream:
-            stream = model.stream(batch=1)
+            stream = model.stream(batch=1, extra=job.extra)
             steps = x.shape[spec.seq_axis]
             parts = [
                 stream.step(np.take(x, range(i, min(i + job.chunk, steps)), axis=spec.seq_axis))
@@ -177,7 +182,7 @@ def forecast(job: ForecastJob, source: IO[str] | None = None) -> Forecast:
             ]
             y = np.concatenate(parts, axis=spec.seq_axis)
         else:
-            y, _ = model.run(x)
+            y, _ = model.run(x, extra=job.extra)
         y = y[0] if spec.batch_first else y[:, 0]
         _check_finite(y)
         horizon = spec.contract.horizon if spec.contract else 1
@@ -208,7 +213,7 @@ def forecast_live(job: ForecastJob, lines: Iterable[str], emit: Callable[[Foreca
     header = [c.strip() for c in next(reader, [])]
     if not header:
         raise InputError("<stdin> is empty; expected a header row and then one row per step")
-    with load(job.model, job.runtime, state_names=job.state_names) as model:
+    with load(job.model, job.runtime, state_names=job.state_names, **job.load_options) as model:
         spec = model.spec
         names = choose_columns(spec, job.columns, header) or _numeric_guess(header)
         unknown = [c for c in names if c not in header]
@@ -218,7 +223,7 @@ def forecast_live(job: ForecastJob, lines: Iterable[str], emit: Callable[[Foreca
         time_col = next((c for c in header if c not in names and _is_time_name(c)), None)
         targets = _targets(spec, names, 0)
         horizon = spec.contract.horizon if spec.contract else 1
-        stream = model.stream(batch=1)
+        stream = model.stream(batch=1, extra=job.extra)
         carry: np.ndarray | None = None
         step = 0
         for cells in _rows(reader, len(header)):

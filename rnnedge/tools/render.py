@@ -122,15 +122,27 @@ def inspect_text(info: Mapping[str, Any]) -> str:
         table(head, tensors(info.get("outputs", []))),
         "",
     ]
+    lines += _spec_lines(info)
+    ops = info.get("ops") or []
+    lines.append("RNN ops: " + (", ".join(ops) if ops else info.get("ops_note") or "none found"))
+    return "\n".join(lines)
+
+
+def _spec_lines(info: Mapping[str, Any]) -> list[str]:
+    """The recurrent contract as `inspect` shows it: what was stored or detected, and, for a
+    file rnnedge did not write, how far detection got and which options would complete it."""
     origin = info.get("spec_origin")
-    lines.append(
-        f"spec: {origin or 'none'}" + (f" ({info['spec_error']})" if info.get("spec_error") else "")
-    )
+    found = info.get("detection") or {}
+    state = origin or ("incomplete" if found else "none")
+    lines = [f"spec: {state}" + (f" ({info['spec_error']})" if info.get("spec_error") else "")]
     spec = info.get("spec") or {}
     if spec:
+        out_t = spec.get("output_time_axis")
         lines.append(
-            f"data: {spec.get('data_input')} -> {spec.get('data_output')}, "
-            f"batch axis {spec.get('batch_axis')}, seq axis {spec.get('seq_axis')}, "
+            f"data: {spec.get('data_input')} -> {spec.get('data_output')}, layout "
+            f"{spec.get('data_layout')} (batch axis {spec.get('batch_axis')}, time axis "
+            f"{spec.get('seq_axis')}; output time axis "
+            f"{'none: one output per call' if out_t is None else out_t}), "
             f"streamable: {fmt(spec.get('streamable'))}"
         )
         if spec.get("cell"):
@@ -139,17 +151,39 @@ def inspect_text(info: Mapping[str, Any]) -> str:
                 f"{spec.get('hidden_size')}, bidirectional: "
                 f"{fmt(spec.get('bidirectional'))}"
             )
-        lines += _contract_lines(spec.get("contract"), spec.get("normalization"))
+        if origin == "stored":
+            lines += _contract_lines(spec.get("contract"), spec.get("normalization"))
+    elif found:
+        cands = found.get("data_candidates") or []
+        lines.append(
+            f"found so far: data input {found.get('data_input') or 'none'} (candidates: "
+            f"{', '.join(cands) or 'none'}), data output {found.get('data_output') or 'none'}, "
+            f"layout {found.get('layout') or 'not guessed'}"
+        )
+    if found.get("layout_reason"):
+        lines.append(f"layout rule: {found['layout_reason']}")
     pairs = info.get("state_pairs") or []
     lines.append(
         "state pairs: "
-        + (", ".join(f"{p['input']} -> {p['output']}" for p in pairs) if pairs else "none")
+        + (", ".join(f"{p['input']} -> {p['output']}"
+                     + ("" if p.get("batch_axis") is None and not spec else
+                        f" (batch axis {p.get('batch_axis')})" if p.get("batch_axis") is not None
+                        else " (no batch axis)")
+                     for p in pairs) if pairs else "none")
     )
     extra = info.get("extra_inputs") or []
-    lines.append("extra inputs: " + (", ".join(t["name"] for t in extra) if extra else "none"))
-    ops = info.get("ops") or []
-    lines.append("RNN ops: " + (", ".join(ops) if ops else info.get("ops_note") or "none found"))
-    return "\n".join(lines)
+    lines.append("extra inputs: " + (", ".join(
+        f"{t['name']} {t['dtype']} ({', '.join(str(d) for d in t['shape'])})" for t in extra)
+        if extra else "none"))
+    if found.get("same_shape") and not pairs:
+        lines.append("same shape, not paired: " + ", ".join(
+            f"{i} / {o}" for i, o in found["same_shape"]))
+    advice = found.get("advice") or []
+    if advice and (not spec or not spec.get("streamable") or info.get("spec_error")):
+        lines.append("to complete it: " + "; ".join(advice))
+    elif advice:
+        lines.append("if a guess is wrong: " + "; ".join(advice))
+    return lines
 
 
 def _contract_lines(

@@ -136,9 +136,16 @@ def _stream_check(path: Path, spec: Any) -> float | None:
     """Streamed vs full on random data (two sequences of 50 steps), or None if it can't."""
     if not spec.streamable:
         return None
-    features = spec.input(spec.data_input).shape[2]
-    shape = (2, 50, features) if spec.batch_first else (50, 2, features)
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    tensor = spec.input(spec.data_input)
+    sizes = {"B": 2, "T": 50}
+    shape = [sizes.get(a, d) for a, d in zip(spec.data_layout, tensor.shape, strict=True)]
+    if not all(isinstance(d, int) for d in shape):
+        return None  # a symbolic dim that is neither batch nor time: no shape to make up
+    rng = np.random.default_rng(0)
+    if np.dtype(tensor.dtype).kind in "iu":  # token ids: stay within any vocabulary
+        x = rng.integers(0, 2, size=shape).astype(tensor.dtype)
+    else:
+        x = rng.standard_normal(shape).astype(tensor.dtype)
     return stream_vs_full(path, x, normalize=False)
 
 
