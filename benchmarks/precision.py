@@ -288,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'met' if row['met'] else 'NOT met'}")
     noisy = [n for n, r in results.items() if not r["quiet"]]
     if args.quick or noisy:
-        why = "quick mode" if args.quick else f"load average ≥ {QUIET_LOADAVG} during {noisy}"
+        why = "quick mode" if args.quick else (
+            f"not quiet during {noisy}: load average ≥ {QUIET_LOADAVG} before, or other "
+            f"processes ≥ {QUIET_OTHER_CORES} cores while timing")
         if args.out is None:
             print(f"\nnot stored ({why}); pass --out FILE to keep these figures elsewhere")
             return 0 if args.quick else 3
