@@ -29,12 +29,14 @@ _LAZY: dict[str, str] = {
     "ParityError": "rnnedge.errors",
     "StreamError": "rnnedge.errors",
     "QualityError": "rnnedge.errors",
+    "MachineBusyError": "rnnedge.errors",
 }
 
 __all__ = [
     "DeviceError",
     "ExportError",
     "InputError",
+    "MachineBusyError",
     "Model",
     "ModelFileError",
     "ParityError",
@@ -54,6 +56,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__get
         DeviceError,
         ExportError,
         InputError,
+        MachineBusyError,
         ModelFileError,
         ParityError,
         QualityError,

@@ -65,6 +65,12 @@ class DeviceError(RnnEdgeError):
     exit_code = 10
 
 
+class MachineBusyError(RnnEdgeError):
+    """Other processes kept the CPUs busy, so a measurement made now would mislead; none kept."""
+
+    exit_code = 11
+
+
 class QualityError(RnnEdgeError):
     """A model works but is not good enough to keep: it does not beat a persistence forecast
     (under `--strict`), or a reduced-precision copy loses too much of its accuracy."""
@@ -84,6 +90,7 @@ EXIT_CODES: dict[str, int] = {
         ParityError,
         StreamError,
         DeviceError,
+        MachineBusyError,
         QualityError,
     )
 }

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from rnnedge._optional import is_available, require
-from rnnedge.errors import InputError, ModelFileError, ParityError
+from rnnedge.errors import InputError, ModelFileError, QualityError
 from rnnedge.exporters import validation as _validation
 from rnnedge.exporters.validation import (
     Metric,
@@ -65,7 +65,7 @@ SANITY_FRACTION = 0.1
 AUTO_MIN_GAIN = 0.05
 
 
-class PrecisionRefusedError(ParityError):
+class PrecisionRefusedError(QualityError):
     """A reduced-precision file would forecast worse than fp32 by more than the margin."""
 
     def __init__(self, message: str, *, fp32_value: float, value: float, margin: float) -> None:

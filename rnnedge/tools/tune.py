@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnedge.errors import RnnEdgeError
+from rnnedge.errors import MachineBusyError
 from rnnedge.fileio import atomic_write_text, sha256_file
 from rnnedge.runtime.backends.base import Feeds
 from rnnedge.runtime.inputs import check_sequence
@@ -69,12 +69,6 @@ CANDIDATE_SETTINGS: tuple[dict[str, Any], ...] = (
     {},
     {"intra_op_num_threads": 2, "config": {"session.intra_op.allow_spinning": "0"}},
 )
-
-
-class MachineBusyError(RnnEdgeError):
-    """Other processes kept the CPUs busy, so a tuning measured now would mislead; none kept."""
-
-    exit_code = 11
 
 
 @dataclass

@@ -122,7 +122,7 @@ def test_gate_refuses_a_deliberately_degraded_model(trained: dict, tmp_path: Pat
     with pytest.raises(PrecisionRefusedError) as info:
         quantize(path, "int8", v, out=tmp_path / "degraded.int8.onnx")
     err = info.value
-    assert err.exit_code == 8 and err.fp32_value == pytest.approx(fp32.record.fp32_value)
+    assert err.exit_code == 12 and err.fp32_value == pytest.approx(fp32.record.fp32_value)
     assert err.value > err.fp32_value * 1.01
     msg = str(err)
     assert f"{err.value:.6g}" in msg and f"{err.fp32_value:.6g}" in msg
