@@ -179,6 +179,24 @@ def add_train_settings(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision(p: argparse.ArgumentParser, default: str = "fp32") -> None:
+    """`--precision` and `--margin`: a reduced-precision file only if the forecast holds up."""
+    p.add_argument(
+        "--precision",
+        default=default,
+        choices=["fp32", "int8", "bf16", "auto"],
+        help="fp32, int8 (ONNX Runtime dynamic quantization), bf16 (OpenVINO on a CPU with "
+        "bf16), or auto (the fastest that passes); a reduced one is kept only if validation "
+        f"MSE stays within --margin of fp32 ({default})",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.01,
+        help="allowed relative worsening of validation MSE vs fp32 (0.01 = 1%%)",
+    )
+
+
 def add_nan_policy(p: argparse.ArgumentParser) -> None:
     """`--nan-policy`: one way to fill gaps in a CSV, the same in training and inference."""
     p.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rnnedge._optional import require
 from rnnedge.cli import common, paths
@@ -28,6 +29,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="export with (seq_len, batch, features) inputs instead of batch-first",
     )
     p.add_argument("--no-verify", action="store_true", help="skip verification (not advised)")
+    common.add_precision(p)
     common.add_json(p)
 
 
@@ -48,7 +50,11 @@ def _options(args: argparse.Namespace) -> Options:
         opset=opset,
         time_major=args.time_major,
         verify=not args.no_verify,
+        precision=args.precision,
+        margin=common.in_range(args.margin, "--margin", 0.0, 1.0, low_open=True),
     )
+    if job.precision != "fp32" and not job.verify:
+        raise common.UsageError("--precision judges a verified file; drop --no-verify")
     return Options(job, args.json)
 
 
@@ -71,6 +77,7 @@ def _run(opts: Options) -> int:
                     "max_abs_diff": res.parity.max_abs() if res.parity else None,
                     "inputs": res.spec.inputs,
                     "outputs": res.spec.outputs,
+                    "precision": res.precision.record if res.precision else None,
                 }
             )
         )
@@ -84,7 +91,21 @@ def _run(opts: Options) -> int:
             f"verified against eager PyTorch at {len(shapes)} (batch, seq_len) shapes "
             f"{shapes}: max abs diff {fmt(res.parity.max_abs())}"
         )
+    if res.precision is not None:
+        print("\n".join(precision_lines(res.precision)))
     return 0
+
+
+def precision_lines(result: Any) -> list[str]:
+    """What the precision gate measured for each candidate, and what it kept (export, optimize)."""
+    from rnnedge.tools.render import precision_line
+
+    lines = [f"precision gate: {precision_line(result.record)}"]
+    for cand in result.candidates:
+        reason = getattr(cand, "reason", None)
+        if reason:
+            lines.append(f"  {cand.precision}: {reason}")
+    return lines + [f"  note: {note}" for note in result.notes]
 
 
 COMMAND = common.Command(

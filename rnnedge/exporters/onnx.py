@@ -307,7 +307,9 @@ def export(
         if precision != "fp32":  # the verified fp32 file, replaced by what passes the gate
             from rnnedge.exporters.precision import quantize
 
-            done_gate.append(quantize(tmp, precision, validation, out=tmp, **gate))
+            done_gate.append(
+                quantize(tmp, precision, validation, out=tmp, label=str(path), **gate)
+            )
 
     path = atomic_write(path, write)
     spec, report = done[0]

@@ -53,8 +53,17 @@ from rnnedge.runtime.backends.ort import OrtCpuRunner
 from rnnedge.runtime.onnxscan import stored_spec
 from rnnedge.spec import SPEC_KEY, PrecisionRecord, RnnSpec
 
-__all__ = ["DEFAULT_MARGIN", "PRECISIONS", "Candidate", "PrecisionRefusedError",
-           "PrecisionResult", "Validation", "check_precision", "mse", "quantize"]
+__all__ = [
+    "DEFAULT_MARGIN",
+    "PRECISIONS",
+    "Candidate",
+    "PrecisionRefusedError",
+    "PrecisionResult",
+    "Validation",
+    "check_precision",
+    "mse",
+    "quantize",
+]
 
 PRECISIONS = ("fp32", "int8", "bf16", "auto")
 #: allowed relative worsening of the metric (1 %: validation MSE within 1 % of fp32's)
@@ -114,8 +123,9 @@ class PrecisionResult:
 def check_precision(precision: str) -> str:
     """The precision name, or an error listing the known ones."""
     if precision not in PRECISIONS:
-        raise InputError(f"precision '{precision}' is not known; expected one of "
-                         f"{', '.join(PRECISIONS)}")
+        raise InputError(
+            f"precision '{precision}' is not known; expected one of {', '.join(PRECISIONS)}"
+        )
     return precision
 
 
@@ -147,13 +157,16 @@ def _int8_files(src: Path, folder: Path, stack: contextlib.ExitStack) -> list[Ca
     require("onnx", "int8 quantization")
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for scheme, per_channel in (("dynamic-int8-per-tensor", False),
-                                ("dynamic-int8-per-channel", True)):
+    for scheme, per_channel in (
+        ("dynamic-int8-per-tensor", False),
+        ("dynamic-int8-per-channel", True),
+    ):
         tmp = folder / f".{src.stem}.{scheme}.{os.getpid()}.tmp.onnx"
         stack.callback(tmp.unlink, missing_ok=True)
         with _quiet_quantizer():
-            quantization.quantize_dynamic(src, tmp, per_channel=per_channel,
-                                          weight_type=quantization.QuantType.QInt8)
+            quantization.quantize_dynamic(
+                src, tmp, per_channel=per_channel, weight_type=quantization.QuantType.QInt8
+            )
         out.append(Candidate("int8", "ort-cpu", scheme, tmp))
     return out
 
@@ -183,14 +196,22 @@ def _runner(c: Candidate, spec: RnnSpec) -> Runner:
     return OrtCpuRunner(c.path)
 
 
-def _judge(c: Candidate, spec: RnnSpec, v: Validation, metric: Metric, fp32_value: float,
-           fp32_pred: np.ndarray, margin: float) -> Candidate:
+def _judge(
+    c: Candidate,
+    spec: RnnSpec,
+    v: Validation,
+    metric: Metric,
+    fp32_value: float,
+    fp32_pred: np.ndarray,
+    margin: float,
+) -> Candidate:
     """Score `c` on the validation data and decide whether it passes the gate."""
     full, streamed = predict(_runner(c, spec), spec, v.x)
     c.value = score(metric, v, full, spec, c.scheme)
     c.stream_value = None if streamed is None else score(metric, v, streamed, spec, c.scheme)
-    c.max_abs_diff = max(float(np.abs(p - fp32_pred).max())
-                         for p in (full, streamed) if p is not None)
+    c.max_abs_diff = max(
+        float(np.abs(p - fp32_pred).max()) for p in (full, streamed) if p is not None
+    )
     span = float(fp32_pred.max() - fp32_pred.min()) or 1.0
     problems = []
     for what, value in (("whole sequences", c.value), ("streamed", c.stream_value)):
@@ -199,11 +220,14 @@ def _judge(c: Candidate, spec: RnnSpec, v: Validation, metric: Metric, fp32_valu
         if not math.isfinite(value):
             problems.append(f"{what}: the metric is {value}")
         elif _change(value, fp32_value) > margin:
-            problems.append(f"{what}: {value:.6g} vs fp32 {fp32_value:.6g} "
-                            f"({_change(value, fp32_value):+.2%})")
+            problems.append(
+                f"{what}: {value:.6g} vs fp32 {fp32_value:.6g} ({_change(value, fp32_value):+.2%})"
+            )
     if c.max_abs_diff > SANITY_FRACTION * span:
-        problems.append(f"an output moved by {c.max_abs_diff:.3g}, over {SANITY_FRACTION:g} of "
-                        f"the fp32 outputs' range {span:.3g}")
+        problems.append(
+            f"an output moved by {c.max_abs_diff:.3g}, over {SANITY_FRACTION:g} of "
+            f"the fp32 outputs' range {span:.3g}"
+        )
     c.passed, c.reason = not problems, "; ".join(problems)
     return c
 
@@ -224,6 +248,7 @@ def quantize(
     out: str | os.PathLike[str] | None = None,
     auto_shape: tuple[int, int] | None = None,
     auto_rounds: int = 5,
+    label: str | None = None,
 ) -> PrecisionResult:
     """Write a reduced-precision version of an fp32 file, only if the forecast holds up.
 
@@ -248,8 +273,12 @@ def quantize(
             in the message); nothing was written.
     """
     check_precision(precision)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) \
-            or not math.isfinite(margin) or margin < 0:
+    if (
+        isinstance(margin, bool)
+        or not isinstance(margin, (int, float))
+        or not math.isfinite(margin)
+        or margin < 0
+    ):
         raise InputError(f"margin must be a finite number ≥ 0 (0.01 = 1 %), got {margin!r}")
     src = Path(onnx_path)
     if precision == "bf16":
@@ -259,16 +288,19 @@ def quantize(
     if spec is None:
         raise ModelFileError(f"'{src}' carries no rnnedge spec; export it with rnnedge first")
     if spec.precision is not None and spec.precision.precision != "fp32":
-        raise InputError(f"'{src}' is already {spec.precision.precision}; pass the fp32 file "
-                         "it was made from")
+        raise InputError(
+            f"'{src}' is already {spec.precision.precision}; pass the fp32 file it was made from"
+        )
     v = check_validation(as_validation(validation), spec)
     name = _validation.metric_name(metric, metric_name)
     fp32 = Candidate("fp32", "ort-cpu", "fp32", src)
     fp32_pred, _ = predict(_runner(fp32, spec), spec, v.x)
     fp32.value = score(metric, v, fp32_pred, spec, "fp32")
     if not math.isfinite(fp32.value):
-        raise InputError(f"the metric '{name}' returned {fp32.value} on the fp32 model's "
-                         f"outputs over {v.source}; it must return a finite number")
+        raise InputError(
+            f"the metric '{name}' returned {fp32.value} on the fp32 model's "
+            f"outputs over {v.source}; it must return a finite number"
+        )
     fp32.passed = True
     notes: list[str] = []
     folder = Path(out).parent if out is not None else src.parent
@@ -278,35 +310,57 @@ def quantize(
             int8 = _int8_files(src, folder, stack)
             cands += int8
             if not _recurrent_ops_quantized(int8[0].path):  # type: ignore[arg-type]
-                notes.append(f"{spec.cell or 'this model'}: recurrent weights stay fp32 in "
-                             "the int8 file (ONNX Runtime has no dynamic-quantized GRU/RNN "
-                             "op); only MatMul/Gemm weights became int8")
-        if precision == "bf16" or (precision == "auto" and bf16_support()
-                                   and is_available("openvino")):
+                notes.append(
+                    f"{spec.cell or 'this model'}: recurrent weights stay fp32 in "
+                    "the int8 file (ONNX Runtime has no dynamic-quantized GRU/RNN "
+                    "op); only MatMul/Gemm weights became int8"
+                )
+        if precision == "bf16" or (
+            precision == "auto" and bf16_support() and is_available("openvino")
+        ):
             cands.append(Candidate("bf16", "openvino", "openvino-bf16", src))
         elif precision == "auto":
-            notes.append("bf16 not tried: " + ("no native bf16 on this CPU" if not bf16_support()
-                                               else "openvino is not installed"))
+            notes.append(
+                "bf16 not tried: "
+                + (
+                    "no native bf16 on this CPU"
+                    if not bf16_support()
+                    else "openvino is not installed"
+                )
+            )
         for c in cands[1:] if cands and cands[0] is fp32 else cands:
             _judge(c, spec, v, metric, fp32.value, fp32_pred, margin)
         passing = [c for c in cands if c.passed]
         if not passing:
             best = min(cands, key=_worst)
             raise PrecisionRefusedError(
-                f"{precision} refused for '{src}': {name} on {v.source} is {best.value:.6g} "
+                f"{precision} refused for '{label or src}': {name} on {v.source} is "
+                f"{best.value:.6g} "
                 f"({best.scheme}) vs {fp32.value:.6g} in fp32 "
                 f"({_change(best.value, fp32.value):+.2%}), where at most {margin:+.2%} is "
                 "allowed; "
                 + "; ".join(f"{c.scheme}: {c.reason}" for c in cands)
                 + "; nothing was written (keep fp32, or pass a larger margin)",
-                fp32_value=fp32.value, value=best.value, margin=margin)
-        chosen = (_fastest(passing, spec, v, auto_shape, auto_rounds) if precision == "auto"
-                  else min(passing, key=_worst))
+                fp32_value=fp32.value,
+                value=best.value,
+                margin=margin,
+            )
+        chosen = (
+            _fastest(passing, spec, v, auto_shape, auto_rounds)
+            if precision == "auto"
+            else min(passing, key=_worst)
+        )
         record = PrecisionRecord(
-            chosen.precision, name, float(margin), fp32.value, chosen.value,
+            chosen.precision,
+            name,
+            float(margin),
+            fp32.value,
+            chosen.value,
             execution=None if chosen.precision == "fp32" else chosen.precision,
-            runtime=chosen.runtime, scheme=chosen.scheme + (" (auto)" * (precision == "auto")),
-            stream_value=chosen.stream_value)
+            runtime=chosen.runtime,
+            scheme=chosen.scheme + (" (auto)" * (precision == "auto")),
+            stream_value=chosen.stream_value,
+        )
         out_path = Path(out) if out is not None else default_out(src, chosen.precision)
         assert chosen.path is not None
         written = _write_with_spec(chosen.path, out_path, replace(spec, precision=record))
@@ -315,8 +369,9 @@ def quantize(
     return PrecisionResult(written, record, cands, notes)
 
 
-def _time_runners(runners: Mapping[str, Runner], feeds: Mapping[str, np.ndarray],
-                  rounds: int, calls: int) -> dict[str, float]:
+def _time_runners(
+    runners: Mapping[str, Runner], feeds: Mapping[str, np.ndarray], rounds: int, calls: int
+) -> dict[str, float]:
     """Median seconds per call of each runner, measured in interleaved rounds."""
     samples: dict[str, list[float]] = {k: [] for k in runners}
     for r in runners.values():
@@ -333,8 +388,13 @@ def _time_runners(runners: Mapping[str, Runner], feeds: Mapping[str, np.ndarray]
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
-def _fastest(passing: Sequence[Candidate], spec: RnnSpec, v: Validation,
-             shape: tuple[int, int] | None, rounds: int) -> Candidate:
+def _fastest(
+    passing: Sequence[Candidate],
+    spec: RnnSpec,
+    v: Validation,
+    shape: tuple[int, int] | None,
+    rounds: int,
+) -> Candidate:
     """The passing candidate that runs fastest here (fp32 unless beaten by AUTO_MIN_GAIN)."""
     from rnnedge.verify.parity import make_feeds
 

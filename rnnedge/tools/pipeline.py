@@ -45,6 +45,9 @@ class ExportJob:
         opset: ONNX opset; None takes the exporter's default.
         time_major: Export with (seq_len, batch, features) inputs instead of batch-first.
         verify: Run the file at other shapes against eager PyTorch before keeping it.
+        precision: "fp32", or "int8"/"bf16"/"auto": the verified file then goes through the
+            precision gate, judged on the checkpoint's own validation split.
+        margin: How much worse (relative) the validation MSE may get than fp32's.
     """
 
     checkpoint: Path
@@ -53,6 +56,8 @@ class ExportJob:
     opset: int | None = None
     time_major: bool = False
     verify: bool = True
+    precision: str = "fp32"
+    margin: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,21 @@ def export_checkpoint(job: ExportJob) -> ExportResult:
             normalization=ckpt.normalization,
             contract=ckpt.contract,
             verify=job.verify,
+            **_gate(job, ckpt),
         )
+
+
+def _gate(job: ExportJob, ckpt: Any) -> dict[str, Any]:
+    """Precision-gate arguments for `export`: none for fp32, else the checkpoint's validation."""
+    if job.precision == "fp32":
+        return {}
+    from rnnedge.exporters.validation import Validation
+
+    return {
+        "precision": job.precision,
+        "margin": job.margin,
+        "validation": Validation.from_checkpoint(ckpt, source=str(job.checkpoint)),
+    }
 
 
 def onnx_runtimes(requested: Sequence[str] | None = None) -> list[str]:

@@ -186,6 +186,23 @@ def _spec_lines(info: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def precision_line(record: Any) -> str:
+    """`int8 (dynamic-int8-per-channel): mse 311.2 -> 310.2 (-0.33 %, streamed +0.37 %), margin
+    1 %`: what a reduced-precision file gave up, in the task's own metric."""
+    if record is None:
+        return "fp32"
+    get = record.get if isinstance(record, Mapping) else lambda k, d=None: getattr(record, k, d)
+    fp32, value = get("fp32_value"), get("value")
+    change = (value - fp32) / abs(fp32) if fp32 else 0.0
+    streamed = get("stream_value")
+    stream = (f", streamed {100 * (streamed - fp32) / abs(fp32):+.2f} %"
+              if streamed is not None and fp32 else "")
+    where = f" on {get('runtime')}" if get("runtime") else ""
+    scheme = f" ({get('scheme')})" if get("scheme") else ""
+    return (f"{get('precision')}{scheme}{where}: {get('metric')} {fmt(fp32)} -> {fmt(value)} "
+            f"({100 * change:+.2f} %{stream}), margin {fmt(100 * get('margin'))} %")
+
+
 def _contract_lines(
     contract: Mapping[str, Any] | None, norm: Mapping[str, Any] | None
 ) -> list[str]:
