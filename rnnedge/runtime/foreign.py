@@ -216,9 +216,11 @@ class Detection:
             tips.append("--data-output NAME (data_output=) names the result output")
         if self.data_input is None:
             tips.append("--data-input NAME (data_input=) names the sequence input")
-        elif len(self.data_candidates) > 1:
-            others = ", ".join(c for c in self.data_candidates if c != self.data_input)
-            tips.append(f"--data-input picks another data input ({others})")
+        else:
+            paired = {i for i, _ in self.same_shape}
+            others = [c for c in self.data_candidates if c != self.data_input and c not in paired]
+            if others:
+                tips.append(f"--data-input picks another data input ({', '.join(others)})")
         if not self.state_pairs and self.same_shape:
             pairs = ",".join(f"{i}:{o}" for i, o in self.same_shape)
             tips.append(f"--state {pairs} if those outputs feed those inputs back "

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from rnnedge.errors import InputError
-from rnnedge.runtime.inputs import as_array
+from rnnedge.runtime.inputs import MAX_STATE_VALUES, as_array
 from rnnedge.runtime.layouts import output_time_axis
+from rnnedge.runtime.normalize import validate_finite
 from rnnedge.spec import RnnSpec
 
 #: `.state` keys of a framed stream, beside the graph's state inputs
@@ -66,6 +67,13 @@ class Framer:
                 )
         self.shape = tuple(shape)  # a chunk's shape with 0 steps
         self.dtype = np.dtype(data.dtype)
+        per_step = int(np.prod([d for i, d in enumerate(shape) if i != self.t]))
+        if (self.context + (self.frame or 0)) * per_step > MAX_STATE_VALUES:
+            raise InputError(
+                f"context {self.context} and frame {self.frame} would hold "
+                f"{(self.context + (self.frame or 0)) * per_step:,} values, more than "
+                f"{MAX_STATE_VALUES:,}; use fewer steps"
+            )
         declared = data.shape[self.t]
         self.calls = declared if isinstance(declared, int) else None  # steps per call, fixed
         if self.calls is not None:
@@ -126,7 +134,11 @@ class Framer:
                 f"state '{PENDING_KEY}' is {pending.dtype} {tuple(pending.shape)}; this stream "
                 f"buffers {self.dtype} chunks shaped {self._zeros(0).shape} with 0..{most} steps"
             )
-        return ctx.astype(self.dtype), pending.astype(self.dtype)
+        ctx, pending = ctx.astype(self.dtype), pending.astype(self.dtype)
+        if self.dtype.kind == "f":
+            validate_finite(ctx, f"state '{CONTEXT_KEY}'")
+            validate_finite(pending, f"state '{PENDING_KEY}'")
+        return ctx, pending
 
     @property
     def empty(self) -> bool:

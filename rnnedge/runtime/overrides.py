@@ -63,11 +63,13 @@ class Overrides:
         Raises:
             InputError: A value has the wrong type, or a name is empty.
         """
-        for what, value in (("data_input", data_input), ("data_output", data_output),
-                            ("layout", layout)):
+        for what, value in (("data_input", data_input), ("data_output", data_output)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise InputError(f"{what} must be a tensor name (a non-empty string) or None, "
                                  f"got {_short(value)}")
+        if layout is not None and (not isinstance(layout, str) or not layout):
+            raise InputError(f"layout must be the data input's axes as letters, e.g. 'BT' or "
+                             f"'BTF' (B batch, T time), or None; got {_short(layout)}")
         if batch_first is not None and not isinstance(batch_first, bool):
             raise InputError(f"batch_first must be True, False or None, got {_short(batch_first)}")
         names, axes = _pairs(state_names)

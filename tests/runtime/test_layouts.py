@@ -198,8 +198,13 @@ def test_a_framing_that_cannot_fit_a_fixed_time_axis_is_refused_at_open() -> Non
         model.stream(frame=2)
     with pytest.raises(InputError, match="no room"):
         model.stream(context=1)
-    with pytest.raises(InputError, match="frame must be a whole number ≥ 1"):
-        load("audio").stream(frame=0, extra={"sr": 16000})
+    audio = load("audio")
+    for kwargs, why in [({"frame": 0}, "frame must be a whole number ≥ 1"),
+                        ({"frame": 2.0}, "frame must be a whole number"),
+                        ({"context": True, "frame": 16}, "context must be a whole number"),
+                        ({"context": 2**31 - 1, "frame": 16}, "more than 2,147,483,648")]:
+        with pytest.raises(InputError, match=why):
+            audio.stream(extra={"sr": 16000}, **kwargs)
 
 
 # --- frames (seq_len, features) with no batch axis ----------------------------------------------
@@ -276,7 +281,7 @@ def test_overrides_replace_each_guess() -> None:
         ({"state_batch_axis": {"h": 5}}, r"expected an axis 0..2 of its shape"),
         ({"layout": "BTF"}, "has 3 axes; the data input has rank 2"),
         ({"layout": "bt"}, "capital letters"),
-        ({"layout": 5}, "layout must be a tensor name"),
+        ({"layout": 5}, "layout must be the data input's axes as letters"),
         ({"batch_first": "yes"}, "batch_first must be True, False or None"),
         ({"state_names": "h:h_out"}, "state_names must map state inputs to outputs"),
         ({"state_names": [("h",)]}, r"items must be \(input, output\)"),
