@@ -53,8 +53,12 @@ from rnnedge.tools.bench import CpuLoad
 QUIET_LOADAVG = 0.5
 #: ... and other processes took fewer cores than this while it ran (this process excluded)
 QUIET_OTHER_CORES = 0.25
-TARGETS = {"W4": ("rnnedge-int8", 3.0), "W2": ("rnnedge-int8", 2.0),
-           "W3": ("openvino-bf16", 1.6), "W1": ("rnnedge-int8", 1.6)}
+TARGETS = {
+    "W4": ("rnnedge-int8", 3.0),
+    "W2": ("rnnedge-int8", 2.0),
+    "W3": ("openvino-bf16", 1.6),
+    "W1": ("rnnedge-int8", 1.6),
+}
 INT8_FILE_TARGET = 0.30
 BASE = "raw-ort-fp32"
 
@@ -85,10 +89,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workloads", default="W1,W2,W3,W4")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--wait-s", type=float, default=600.0,
-                    help="how long to wait for the load average to fall before a timed run")
-    ap.add_argument("--quick", action="store_true", help="2 epochs, short timings, no file "
-                    "in benchmarks/results")
+    ap.add_argument(
+        "--wait-s",
+        type=float,
+        default=600.0,
+        help="how long to wait for the load average to fall before a timed run",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 epochs, short timings, no file in benchmarks/results",
+    )
     ap.add_argument("--out", type=Path, default=None)
     return ap.parse_args(argv)
 
@@ -113,17 +124,23 @@ def trained(w: Workload, epochs: int, folder: Path) -> tuple[Path, Any, dict[str
     from rnnedge.modeling.models import ModelConfig
     from rnnedge.modeling.train import TrainConfig, train
 
-    cfg = ModelConfig(cell=w.cell, input_size=1, hidden_size=w.hidden, num_layers=w.layers,
-                      output_size=1)
+    cfg = ModelConfig(
+        cell=w.cell, input_size=1, hidden_size=w.hidden, num_layers=w.layers, output_size=1
+    )
     t0 = time.perf_counter()
     res = train(load_sunspots(), cfg, TrainConfig(epochs=epochs, patience=0))
     path = folder / f"{w.name.lower()}.onnx"
-    rnnedge.export(res.model, torch.randn(1, 8, 1), path,
-                   normalization=res.normalizer.to_spec())
-    v = Validation.from_values(res.val_values, res.train_config.window,
-                               target_index=res.train_config.target_index)
-    info = {"val_mse_eager": res.val_mse, "persistence_mse": res.persistence_mse,
-            "skill": res.skill, "epochs": epochs, "train_s": time.perf_counter() - t0}
+    rnnedge.export(res.model, torch.randn(1, 8, 1), path, normalization=res.normalizer.to_spec())
+    v = Validation.from_values(
+        res.val_values, res.train_config.window, target_index=res.train_config.target_index
+    )
+    info = {
+        "val_mse_eager": res.val_mse,
+        "persistence_mse": res.persistence_mse,
+        "skill": res.skill,
+        "epochs": epochs,
+        "train_s": time.perf_counter() - t0,
+    }
     return path, v, info
 
 
@@ -144,17 +161,30 @@ def gate(path: Path, v: Any, folder: Path) -> tuple[dict[str, Path], dict[str, A
             continue
         rec = r.record
         files[p] = r.path
-        out[p] = {"passed": True, "scheme": rec.scheme, "fp32_mse": rec.fp32_value,
-                  "mse": rec.value, "mse_change": rec.relative_change,
-                  "stream_mse": rec.stream_value,
-                  "stream_mse_change": None if rec.stream_value is None else
-                  (rec.stream_value - rec.fp32_value) / rec.fp32_value,
-                  "file_bytes": r.path.stat().st_size,
-                  "file_vs_fp32": r.path.stat().st_size / path.stat().st_size,
-                  "candidates": [{"scheme": c.scheme, "mse": c.value,
-                                  "stream_mse": c.stream_value, "passed": c.passed,
-                                  "reason": c.reason} for c in r.candidates],
-                  "notes": r.notes}
+        out[p] = {
+            "passed": True,
+            "scheme": rec.scheme,
+            "fp32_mse": rec.fp32_value,
+            "mse": rec.value,
+            "mse_change": rec.relative_change,
+            "stream_mse": rec.stream_value,
+            "stream_mse_change": None
+            if rec.stream_value is None
+            else (rec.stream_value - rec.fp32_value) / rec.fp32_value,
+            "file_bytes": r.path.stat().st_size,
+            "file_vs_fp32": r.path.stat().st_size / path.stat().st_size,
+            "candidates": [
+                {
+                    "scheme": c.scheme,
+                    "mse": c.value,
+                    "stream_mse": c.stream_value,
+                    "passed": c.passed,
+                    "reason": c.reason,
+                }
+                for c in r.candidates
+            ],
+            "notes": r.notes,
+        }
     if "bf16" not in wanted:
         out["bf16"] = {"passed": False, "error": "this CPU has no native bf16"}
     return files, out
@@ -171,9 +201,14 @@ def tuned(path: Path, w: Workload, quick: bool) -> dict[str, Any]:
     except tune.MachineBusyError as exc:
         return {"written": False, "why": str(exc)}
     tune.write_tuning(path, result)
-    return {"written": True, "summary": result["summary"],
-            "classes": {k: {kk: v[kk] for kk in ("chosen", "adopted", "reason")}
-                        for k, v in result["classes"].items()}}
+    return {
+        "written": True,
+        "summary": result["summary"],
+        "classes": {
+            k: {kk: v[kk] for kk in ("chosen", "adopted", "reason")}
+            for k, v in result["classes"].items()
+        },
+    }
 
 
 def candidates(w: Workload, path: Path, files: dict[str, Path]) -> tuple[dict[str, Any], list]:
@@ -196,8 +231,10 @@ def candidates(w: Workload, path: Path, files: dict[str, Path]) -> tuple[dict[st
             stream = m.stream(batch=1)
             cands[name] = lambda s=stream: s.step(x)
     else:
-        feeds = {i.name: np.zeros([d if isinstance(d, int) else w.batch for d in i.shape],
-                                  np.float32) for i in sess.get_inputs()}
+        feeds = {
+            i.name: np.zeros([d if isinstance(d, int) else w.batch for d in i.shape], np.float32)
+            for i in sess.get_inputs()
+        }
         feeds["x"] = x
         cands[BASE] = lambda: sess.run(None, feeds)
         for name, m in models.items():
@@ -206,51 +243,88 @@ def candidates(w: Workload, path: Path, files: dict[str, Path]) -> tuple[dict[st
 
 
 def run_workload(w: Workload, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    print(f"\n== {w.name}: {w.cell.upper()} {w.layers}×{w.hidden}, batch {w.batch}, "
-          f"{'one step' if w.step else f'seq_len {w.seq_len}'}", flush=True)
+    print(
+        f"\n== {w.name}: {w.cell.upper()} {w.layers}×{w.hidden}, batch {w.batch}, "
+        f"{'one step' if w.step else f'seq_len {w.seq_len}'}",
+        flush=True,
+    )
     path, v, info = trained(w, 2 if args.quick else args.epochs, folder)
     files, gated = gate(path, v, folder)
     for p, g in gated.items():
-        print(f"  gate {p}: " + (f"MSE {g['fp32_mse']:.2f} → {g['mse']:.2f} "
-                                 f"({g['mse_change']:+.2%}, streamed {g['stream_mse_change']:+.2%})"
-                                 if g["passed"] else g["error"][:200]), flush=True)
+        print(
+            f"  gate {p}: "
+            + (
+                f"MSE {g['fp32_mse']:.2f} → {g['mse']:.2f} "
+                f"({g['mse_change']:+.2%}, streamed {g['stream_mse_change']:+.2%})"
+                if g["passed"]
+                else g["error"][:200]
+            ),
+            flush=True,
+        )
     tuning = tuned(path, w, args.quick)
     print(f"  tuning: {tuning.get('summary') or tuning['why'][:160]}", flush=True)
     load = wait_quiet(0.0 if args.quick else args.wait_s)
     cands, models = candidates(w, path, files)
     repeat = max(args.rounds, w.repeat // (20 if args.quick else 1))
     with CpuLoad() as others:  # what other processes took while this run was timed
-        stats = common.measure(cands, repeat, rounds=args.rounds,
-                               warmup=max(1, w.warmup // (10 if args.quick else 1)))
+        stats = common.measure(
+            cands, repeat, rounds=args.rounds, warmup=max(1, w.warmup // (10 if args.quick else 1))
+        )
     other = others.other_cores
     for m in models:
         m.close()
     ratios = {name: common.paired(stats, BASE, name) for name in stats if name != BASE}
-    common.show(f"{w.name} (load average {load:.2f} before; other processes "
-                f"{'?' if other is None else f'{other:.2f}'} cores while timing)", stats, BASE)
-    return {"workload": asdict(w), "training": info, "gate": gated, "tuning": tuning,
-            "loadavg_before": load, "other_cores_while_timing": other,
-            "quiet": load < QUIET_LOADAVG and (other is None or other < QUIET_OTHER_CORES),
-            "stats": stats, "vs_raw_ort_fp32": ratios,
-            "fp32_file_bytes": path.stat().st_size}
+    common.show(
+        f"{w.name} (load average {load:.2f} before; other processes "
+        f"{'?' if other is None else f'{other:.2f}'} cores while timing)",
+        stats,
+        BASE,
+    )
+    return {
+        "workload": asdict(w),
+        "training": info,
+        "gate": gated,
+        "tuning": tuning,
+        "loadavg_before": load,
+        "other_cores_while_timing": other,
+        "quiet": load < QUIET_LOADAVG and (other is None or other < QUIET_OTHER_CORES),
+        "stats": stats,
+        "vs_raw_ort_fp32": ratios,
+        "fp32_file_bytes": path.stat().st_size,
+    }
 
 
 def targets_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, r in results.items():
         ratios = r["vs_raw_ort_fp32"]
-        rows.append({"target": f"{name} rnnedge-fp32 ≥ 1.0×", "measured": ratios.get(
-            "rnnedge-fp32"), "met": (ratios.get("rnnedge-fp32") or 0) >= 1.0})
+        rows.append(
+            {
+                "target": f"{name} rnnedge-fp32 ≥ 1.0×",
+                "measured": ratios.get("rnnedge-fp32"),
+                "met": (ratios.get("rnnedge-fp32") or 0) >= 1.0,
+            }
+        )
         cand, goal = TARGETS[name]
         got = ratios.get(cand)
         change = r["gate"].get(cand.split("-")[1], {}).get("mse_change")
-        rows.append({"target": f"{name} {cand} ≥ {goal}×", "measured": got,
-                     "mse_change": change, "met": got is not None and got >= goal})
+        rows.append(
+            {
+                "target": f"{name} {cand} ≥ {goal}×",
+                "measured": got,
+                "mse_change": change,
+                "met": got is not None and got >= goal,
+            }
+        )
         int8 = r["gate"].get("int8", {})
         if r["workload"]["cell"] == "lstm" and int8.get("passed"):
-            rows.append({"target": f"{name} int8 file ≤ {INT8_FILE_TARGET:.0%} of fp32",
-                         "measured": int8["file_vs_fp32"],
-                         "met": int8["file_vs_fp32"] <= INT8_FILE_TARGET})
+            rows.append(
+                {
+                    "target": f"{name} int8 file ≤ {INT8_FILE_TARGET:.0%} of fp32",
+                    "measured": int8["file_vs_fp32"],
+                    "met": int8["file_vs_fp32"] <= INT8_FILE_TARGET,
+                }
+            )
     return rows
 
 
@@ -264,17 +338,26 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         load = wait_quiet(args.wait_s)
         if load >= QUIET_LOADAVG:
-            print(f"not measuring: the 1-minute load average stayed at {load:.2f} (≥ "
-                  f"{QUIET_LOADAVG}) for {args.wait_s:.0f} s; figures taken now would not be "
-                  "worth storing. Run again on a quiet machine, or with --quick to check the "
-                  "script works.")
+            print(
+                f"not measuring: the 1-minute load average stayed at {load:.2f} (≥ "
+                f"{QUIET_LOADAVG}) for {args.wait_s:.0f} s; figures taken now would not be "
+                "worth storing. Run again on a quiet machine, or with --quick to check the "
+                "script works."
+            )
             return 3
-    report: dict[str, Any] = {"benchmark": "precision", "created": common.now(),
-                              "machine": common.machine(), "quick": args.quick,
-                              "versions": common.versions(**_extra_versions()),
-                              "method": {**common.method(0, args.rounds),
-                                         "baseline": BASE, "quiet_loadavg": QUIET_LOADAVG,
-                                         "quiet_other_cores": QUIET_OTHER_CORES}}
+    report: dict[str, Any] = {
+        "benchmark": "precision",
+        "created": common.now(),
+        "machine": common.machine(),
+        "quick": args.quick,
+        "versions": common.versions(**_extra_versions()),
+        "method": {
+            **common.method(0, args.rounds),
+            "baseline": BASE,
+            "quiet_loadavg": QUIET_LOADAVG,
+            "quiet_other_cores": QUIET_OTHER_CORES,
+        },
+    }
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -284,13 +367,20 @@ def main(argv: list[str] | None = None) -> int:
     print("\ntargets:")
     for row in report["targets"]:
         got = row["measured"]
-        print(f"  {row['target']:38s} {('—' if got is None else f'{got:.2f}'):>6s}  "
-              f"{'met' if row['met'] else 'NOT met'}")
+        print(
+            f"  {row['target']:38s} {('—' if got is None else f'{got:.2f}'):>6s}  "
+            f"{'met' if row['met'] else 'NOT met'}"
+        )
     noisy = [n for n, r in results.items() if not r["quiet"]]
     if args.quick or noisy:
-        why = "quick mode" if args.quick else (
-            f"not quiet during {noisy}: load average ≥ {QUIET_LOADAVG} before, or other "
-            f"processes ≥ {QUIET_OTHER_CORES} cores while timing")
+        why = (
+            "quick mode"
+            if args.quick
+            else (
+                f"not quiet during {noisy}: load average ≥ {QUIET_LOADAVG} before, or other "
+                f"processes ≥ {QUIET_OTHER_CORES} cores while timing"
+            )
+        )
         if args.out is None:
             print(f"\nnot stored ({why}); pass --out FILE to keep these figures elsewhere")
             return 0 if args.quick else 3

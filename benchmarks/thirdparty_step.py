@@ -51,9 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3000, help="timed calls per candidate")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds")
-    ap.add_argument("--json-out", type=Path, default=None,
-                    help="results file (default: benchmarks/results/<date>-<host>-"
-                    "thirdparty-step.json; only written on a quiet machine)")
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=None,
+        help="results file (default: benchmarks/results/<date>-<host>-"
+        "thirdparty-step.json; only written on a quiet machine)",
+    )
     ap.add_argument("--quick", action="store_true", help="300 calls in 3 rounds, no file")
     args = ap.parse_args(argv)
     if args.quick:
@@ -82,8 +86,7 @@ def silero() -> tuple[Callable[[], Any], np.ndarray, dict[str, Any]]:
     return step, frame, {"context": 64, "frame": 512, "extra": {"sr": sr}}
 
 
-def _carried(name: str, feed: str, states: dict[str, str], x: np.ndarray
-             ) -> Callable[[], Any]:
+def _carried(name: str, feed: str, states: dict[str, str], x: np.ndarray) -> Callable[[], Any]:
     """A loop that feeds `x` and carries each state input from its output, as the projects
     do (faster-whisper's h/c, DTLN's state, GTCRN's caches)."""
     session = P.open_session(name)
@@ -109,20 +112,41 @@ def cases() -> dict[str, tuple[Callable[[], Any], np.ndarray, dict[str, Any]]]:
     mix = P.feeds_gtcrn(_audio(512)[0])[1]
     return {
         "silero_vad": silero(),
-        "faster_whisper_vad": (_carried("faster_whisper_vad", "input",
-                                        {"h": "hn", "c": "cn"}, windows), windows, {}),
-        "dtln_model_1": (_carried("dtln_model_1", "input_2",
-                                  {"input_3": "tf_op_layer_stack_2"}, mag), mag, {}),
-        "dtln_model_2": (_carried("dtln_model_2", "input_4",
-                                  {"input_5": "tf_op_layer_stack_5"}, time_in), time_in, {}),
-        "gtcrn": (_carried("gtcrn", "mix", {"conv_cache": "conv_cache_out",
-                                            "tra_cache": "tra_cache_out",
-                                            "inter_cache": "inter_cache_out"}, mix), mix, {}),
+        "faster_whisper_vad": (
+            _carried("faster_whisper_vad", "input", {"h": "hn", "c": "cn"}, windows),
+            windows,
+            {},
+        ),
+        "dtln_model_1": (
+            _carried("dtln_model_1", "input_2", {"input_3": "tf_op_layer_stack_2"}, mag),
+            mag,
+            {},
+        ),
+        "dtln_model_2": (
+            _carried("dtln_model_2", "input_4", {"input_5": "tf_op_layer_stack_5"}, time_in),
+            time_in,
+            {},
+        ),
+        "gtcrn": (
+            _carried(
+                "gtcrn",
+                "mix",
+                {
+                    "conv_cache": "conv_cache_out",
+                    "tra_cache": "tra_cache_out",
+                    "inter_cache": "inter_cache_out",
+                },
+                mix,
+            ),
+            mix,
+            {},
+        ),
     }
 
 
-def candidates(name: str, raw: Callable[[], Any], chunk: np.ndarray,
-               options: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+def candidates(
+    name: str, raw: Callable[[], Any], chunk: np.ndarray, options: dict[str, Any]
+) -> dict[str, Callable[[], Any]]:
     import rnnedge
     from rnnedge.runtime.step import STEP_SETTINGS
 
@@ -138,37 +162,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start_load = common.loadavg()
     quiet = start_load is not None and start_load[0] < QUIET_LOAD
-    print(f"1-minute load at start: {start_load[0] if start_load else 'unknown'}"
-          f"{'' if quiet else ' (not quiet: figures are indicative, nothing is stored)'}")
+    print(
+        f"1-minute load at start: {start_load[0] if start_load else 'unknown'}"
+        f"{'' if quiet else ' (not quiet: figures are indicative, nothing is stored)'}"
+    )
     report: dict[str, Any] = {"files": {}}
     for name, (raw, chunk, options) in cases().items():
         stats = common.measure(candidates(name, raw, chunk, options), args.repeat, args.rounds)
         common.show(f"{name}: one step, {tuple(chunk.shape)} new", stats, RAW)
-        ratios = {label: {"median_ratio": round(stats[RAW]["median_us"]
-                                                / stats[label]["median_us"], 2),
-                          "paired_ratio": common.paired(stats, RAW, label)}
-                  for label in (SAME, STEP)}
-        report["files"][name] = {"file": P.FILES[name], "chunk_shape": list(chunk.shape),
-                                 "stream_options": {k: v for k, v in options.items()
-                                                    if k != "extra"},
-                                 "stats": {k: {m: v for m, v in s.items() if m != "round_us"}
-                                           for k, s in stats.items()},
-                                 "ratio_vs_raw": ratios,
-                                 "target_met": min(r["median_ratio"] for r in ratios.values())
-                                 >= TARGET}
+        ratios = {
+            label: {
+                "median_ratio": round(stats[RAW]["median_us"] / stats[label]["median_us"], 2),
+                "paired_ratio": common.paired(stats, RAW, label),
+            }
+            for label in (SAME, STEP)
+        }
+        report["files"][name] = {
+            "file": P.FILES[name],
+            "chunk_shape": list(chunk.shape),
+            "stream_options": {k: v for k, v in options.items() if k != "extra"},
+            "stats": {k: {m: v for m, v in s.items() if m != "round_us"} for k, s in stats.items()},
+            "ratio_vs_raw": ratios,
+            "target_met": min(r["median_ratio"] for r in ratios.values()) >= TARGET,
+        }
     print("\nraw loop time / rnnedge step time (median; round-paired), target ≥ 1.0:")
     for name, entry in report["files"].items():
-        cells = "; ".join(f"{label.split(', ')[1]} {r['median_ratio']:.2f}x "
-                          f"({r['paired_ratio']:.2f}x)" for label, r in
-                          entry["ratio_vs_raw"].items())
+        cells = "; ".join(
+            f"{label.split(', ')[1]} {r['median_ratio']:.2f}x ({r['paired_ratio']:.2f}x)"
+            for label, r in entry["ratio_vs_raw"].items()
+        )
         print(f"  {name:20s} {cells}")
     end_load = common.loadavg()  # recorded, not judged: the run itself keeps a core busy
     if args.quick or not quiet:
         print("not stored" + (" (--quick)" if args.quick else f" (load at start {start_load})"))
         return 0
     machine = {**common.machine(), "loadavg_start": start_load, "loadavg_end": end_load}
-    report.update(method=common.method(args.repeat, args.rounds), machine=machine,
-                  versions=common.versions(), when=common.now(), target=TARGET)
+    report.update(
+        method=common.method(args.repeat, args.rounds),
+        machine=machine,
+        versions=common.versions(),
+        when=common.now(),
+        target=TARGET,
+    )
     path = common.write_json(args.json_out or common.default_out("thirdparty-step"), report)
     print(f"wrote {path}")
     return 0

@@ -20,8 +20,18 @@ CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 Dim = int | str
 #: dtypes a stored spec may name (numpy names, as ONNX Runtime's types map to them)
-DTYPES = ("float32", "float16", "float64", "bfloat16", "int8", "uint8", "int16", "int32",
-          "int64", "bool")
+DTYPES = (
+    "float32",
+    "float16",
+    "float64",
+    "bfloat16",
+    "int8",
+    "uint8",
+    "int16",
+    "int32",
+    "int64",
+    "bool",
+)
 MAX_RANK = 8
 MAX_DIM = 2**31 - 1
 
@@ -42,12 +52,15 @@ class TensorSpec:
         for dim in shape:
             ok_int = isinstance(dim, int) and not isinstance(dim, bool) and 0 <= dim <= MAX_DIM
             if not (ok_int or (isinstance(dim, str) and dim)):
-                raise ValueError(f"tensor '{d['name']}' has dim {dim!r}; expected a name or an "
-                                 f"integer 0..{MAX_DIM}")
+                raise ValueError(
+                    f"tensor '{d['name']}' has dim {dim!r}; expected a name or an "
+                    f"integer 0..{MAX_DIM}"
+                )
         dtype = str(d["dtype"])
         if dtype not in DTYPES:
-            raise ValueError(f"tensor '{d['name']}' has dtype {dtype!r}; expected one of "
-                             f"{', '.join(DTYPES)}")
+            raise ValueError(
+                f"tensor '{d['name']}' has dtype {dtype!r}; expected one of {', '.join(DTYPES)}"
+            )
         return cls(str(d["name"]), dtype, tuple(shape))
 
 
@@ -251,8 +264,9 @@ class RnnSpec:
             if p.input in in_names and p.batch_axis is not None:
                 srank = len(self.input(p.input).shape)
                 if not 0 <= p.batch_axis < srank:
-                    problems.append(f"state '{p.input}' batch axis {p.batch_axis} is outside its "
-                                    f"rank {srank}")
+                    problems.append(
+                        f"state '{p.input}' batch axis {p.batch_axis} is outside its rank {srank}"
+                    )
         return problems
 
     def input(self, name: str) -> TensorSpec:

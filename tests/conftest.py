@@ -51,8 +51,7 @@ def gpu() -> str | None:
         return None
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                                 timeout=20)
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
             if out.returncode == 0 and "GPU" in out.stdout:
                 return None
         except (OSError, subprocess.TimeoutExpired):
@@ -62,8 +61,10 @@ def gpu() -> str | None:
 
         if torch.cuda.is_available():
             return None
-    return ("no NVIDIA GPU here (no /dev/nvidia* device, nvidia-smi lists none, "
-            "torch.cuda.is_available() is False or torch is missing)")
+    return (
+        "no NVIDIA GPU here (no /dev/nvidia* device, nvidia-smi lists none, "
+        "torch.cuda.is_available() is False or torch is missing)"
+    )
 
 
 @functools.cache
@@ -110,8 +111,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Generator[None, pytest.TestReport, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
     """With RNNEDGE_REQUIRE_GPU=1, a GPU test that skipped is a failure, with its reason."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
@@ -121,5 +123,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
-    report.longrepr = (f"{REQUIRE_GPU}=1 says this machine must test the GPU, but this test "
-                       f"skipped: {reason}")
+    report.longrepr = (
+        f"{REQUIRE_GPU}=1 says this machine must test the GPU, but this test skipped: {reason}"
+    )

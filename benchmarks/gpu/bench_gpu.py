@@ -62,8 +62,13 @@ class Context:
         return self._models[w.name]
 
     def label(self, w: gc.Workload, **extra: Any) -> dict[str, Any]:
-        out = {"workload": w.name, "model": w.label, "batch": w.batch, "seq_len": w.seq_len,
-               **extra}
+        out = {
+            "workload": w.name,
+            "model": w.label,
+            "batch": w.batch,
+            "seq_len": w.seq_len,
+            **extra,
+        }
         if self.args.quick:
             out["quick"] = True  # a smoke run: never read as the workload's figures
         return out
@@ -87,18 +92,33 @@ def environment(ctx: Context) -> dict[str, Any]:
 
     torch = ctx.torch
     env: dict[str, Any] = {
-        "kind": "environment", "python": platform.python_version(),
-        "platform": platform.platform(), "cpu_cores": os.cpu_count(), "numpy": np.__version__,
-        "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+        "kind": "environment",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_cores": os.cpu_count(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if ctx.cuda else None,
         "NVIDIA_TF32_OVERRIDE": os.environ.get(gc.TF32_ENV),
-        "onnxruntime": diagnose().describe(), "tensorrt_module": module_present("tensorrt")}
+        "onnxruntime": diagnose().describe(),
+        "tensorrt_module": module_present("tensorrt"),
+    }
     try:
         query = "name,driver_version,memory.total,compute_cap"
-        line = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
-        env.update(zip(["gpu", "driver", "gpu_memory", "compute_capability"],
-                       [v.strip() for v in line.split(",")], strict=False))
+        line = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.splitlines()[0]
+        env.update(
+            zip(
+                ["gpu", "driver", "gpu_memory", "compute_capability"],
+                [v.strip() for v in line.split(",")],
+                strict=False,
+            )
+        )
     except (OSError, IndexError, subprocess.TimeoutExpired) as exc:
         env["nvidia_smi"] = gc.error(exc)
     if ctx.cuda:
@@ -106,13 +126,14 @@ def environment(ctx: Context) -> dict[str, Any]:
     return env
 
 
-def w5_check(ctx: Context, batch: int = 1, steps: int = 16
-             ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def w5_check(
+    ctx: Context, batch: int = 1, steps: int = 16
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Stepwise inputs, the CPU fp32 reference over them, and the input of a timed step."""
     model, _, _ = ctx.model(ctx.w5)
     x = gc.inputs(ctx.w5, batch, steps)
     ref = gpu_torch.reference_steps(ctx.torch, model, x)
-    return [x[:, t:t + 1] for t in range(steps)], ref, x[:, :1].copy()
+    return [x[:, t : t + 1] for t in range(steps)], ref, x[:, :1].copy()
 
 
 def w6_check(ctx: Context) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -129,20 +150,43 @@ def phase_torch(ctx: Context) -> None:
     math = ctx.math("fp32")
     model, _, _ = ctx.model(ctx.w5)
     check, ref, timed = w5_check(ctx)
-    gc.run_group(ctx.label(ctx.w5), gpu_torch.step_cases(ctx.torch, model, 1, 1, math),
-                 check, ref, timed, ctx.args.seconds, ctx.rows, ctx.profiler())
+    gc.run_group(
+        ctx.label(ctx.w5),
+        gpu_torch.step_cases(ctx.torch, model, 1, 1, math),
+        check,
+        ref,
+        timed,
+        ctx.args.seconds,
+        ctx.rows,
+        ctx.profiler(),
+    )
     model6, _, _ = ctx.model(ctx.w6)
     check, ref, timed = w6_check(ctx)
     for requested in ("fp32", "fp16"):
-        gc.run_group(ctx.label(ctx.w6), gpu_torch.sequence_cases(
-            ctx.torch, model6, ctx.math(requested)), check, ref, timed, ctx.args.seconds,
-            ctx.rows, ctx.profiler())
+        gc.run_group(
+            ctx.label(ctx.w6),
+            gpu_torch.sequence_cases(ctx.torch, model6, ctx.math(requested)),
+            check,
+            ref,
+            timed,
+            ctx.args.seconds,
+            ctx.rows,
+            ctx.profiler(),
+        )
 
 
 def streams_group(ctx: Context, n: int, cases: list[gc.Case]) -> None:
     check, ref, timed = w5_check(ctx, batch=n, steps=4)
-    gc.run_group(ctx.label(ctx.w5, batch=n, streams=n), cases, check, ref, timed,
-                 ctx.args.seconds, ctx.rows, ctx.profiler())
+    gc.run_group(
+        ctx.label(ctx.w5, batch=n, streams=n),
+        cases,
+        check,
+        ref,
+        timed,
+        ctx.args.seconds,
+        ctx.rows,
+        ctx.profiler(),
+    )
 
 
 def phase_cpu(ctx: Context) -> None:
@@ -152,13 +196,16 @@ def phase_cpu(ctx: Context) -> None:
         cases = [gpu_ort.cpu_case(path, n)]
         if ctx.cuda:
             ctx.math("fp32")
-            cases += [c for c in gpu_torch.step_cases(ctx.torch, model, n, 1, "fp32")
-                      if "graph" in c.name]
+            cases += [
+                c for c in gpu_torch.step_cases(ctx.torch, model, n, 1, "fp32") if "graph" in c.name
+            ]
         streams_group(ctx, n, cases)
     model6, path6, spec6 = ctx.model(ctx.w6)
     check, ref, timed = w6_check(ctx)
-    cases = [gpu_ort.cpu_sequence_case(path6, spec6),
-             gpu_torch.sequence_cases(ctx.torch, model6, "fp32", gpu_ort.CPU_CORES)[1]]
+    cases = [
+        gpu_ort.cpu_sequence_case(path6, spec6),
+        gpu_torch.sequence_cases(ctx.torch, model6, "fp32", gpu_ort.CPU_CORES)[1],
+    ]
     gc.run_group(ctx.label(ctx.w6), cases, check, ref, timed, ctx.args.seconds, ctx.rows)
 
 
@@ -170,22 +217,41 @@ def phase_tf32(ctx: Context) -> None:
     math = ctx.math("tf32")
     model, _, _ = ctx.model(ctx.w5)
     check, ref, timed = w5_check(ctx)
-    gc.run_group(ctx.label(ctx.w5), [c for c in gpu_torch.step_cases(
-        ctx.torch, model, 1, 1, math) if c.meta["device"] == "cuda"], check, ref, timed,
-        ctx.args.seconds, ctx.rows, ctx.profiler())
+    gc.run_group(
+        ctx.label(ctx.w5),
+        [
+            c
+            for c in gpu_torch.step_cases(ctx.torch, model, 1, 1, math)
+            if c.meta["device"] == "cuda"
+        ],
+        check,
+        ref,
+        timed,
+        ctx.args.seconds,
+        ctx.rows,
+        ctx.profiler(),
+    )
     model6, _, _ = ctx.model(ctx.w6)
     check, ref, timed = w6_check(ctx)
-    gc.run_group(ctx.label(ctx.w6), gpu_torch.sequence_cases(ctx.torch, model6, math),
-                 check, ref, timed, ctx.args.seconds, ctx.rows, ctx.profiler())
+    gc.run_group(
+        ctx.label(ctx.w6),
+        gpu_torch.sequence_cases(ctx.torch, model6, math),
+        check,
+        ref,
+        timed,
+        ctx.args.seconds,
+        ctx.rows,
+        ctx.profiler(),
+    )
 
 
-def _runners(ctx: Context, path: Path, rows_case: str, workload: str, **kwargs: Any
-             ) -> Any | None:
+def _runners(ctx: Context, path: Path, rows_case: str, workload: str, **kwargs: Any) -> Any | None:
     try:
         runner = gpu_ort.cuda_runner(path, **kwargs)
     except Exception as exc:
-        ctx.rows.add({"kind": "placement", "workload": workload, "case": rows_case,
-                      "error": gc.error(exc)})
+        ctx.rows.add(
+            {"kind": "placement", "workload": workload, "case": rows_case, "error": gc.error(exc)}
+        )
         return None
     gpu_ort.placement_row(ctx.rows, workload, rows_case, runner)
     return runner
@@ -204,35 +270,53 @@ def phase_ort(ctx: Context, requested: str = "fp32") -> None:
     if tf32:
         cases = gpu_torch.sequence_cases(ctx.torch, model6, math)
         cases += gpu_ort.sequence_cases(seq6, spec6, math) if seq6 else []
-        gc.run_group(ctx.label(ctx.w6), cases, check6, ref6, timed6, ctx.args.seconds,
-                     ctx.rows, ctx.profiler())
+        gc.run_group(
+            ctx.label(ctx.w6),
+            cases,
+            check6,
+            ref6,
+            timed6,
+            ctx.args.seconds,
+            ctx.rows,
+            ctx.profiler(),
+        )
         return
-    runners = {k: r for k, r in (
-        ("plain", _runners(ctx, path, "ort-cuda", ctx.w5.name)),
-        ("graph", _runners(ctx, path, "ort-cuda, CUDA graph", ctx.w5.name, cuda_graph=True)),
-    ) if r is not None}
+    runners = {
+        k: r
+        for k, r in (
+            ("plain", _runners(ctx, path, "ort-cuda", ctx.w5.name)),
+            ("graph", _runners(ctx, path, "ort-cuda, CUDA graph", ctx.w5.name, cuda_graph=True)),
+        )
+        if r is not None
+    }
     check, ref, timed = w5_check(ctx)
     cases = gpu_ort.step_cases(runners, path, spec, 1, math)
     cases += gpu_torch.step_cases(ctx.torch, model, 1, 1, math)
-    gc.run_group(ctx.label(ctx.w5), cases, check, ref, timed, ctx.args.seconds, ctx.rows,
-                 ctx.profiler())
+    gc.run_group(
+        ctx.label(ctx.w5), cases, check, ref, timed, ctx.args.seconds, ctx.rows, ctx.profiler()
+    )
     cases = gpu_torch.sequence_cases(ctx.torch, model6, math)
     cases += gpu_ort.sequence_cases(seq6, spec6, math) if seq6 else []
-    gc.run_group(ctx.label(ctx.w6), cases, check6, ref6, timed6, ctx.args.seconds, ctx.rows,
-                 ctx.profiler())
+    gc.run_group(
+        ctx.label(ctx.w6), cases, check6, ref6, timed6, ctx.args.seconds, ctx.rows, ctx.profiler()
+    )
     # CPU nodes allowed (the probe and `extended` keep fp16 safe): the placement row says
     # whether any were needed, instead of the row being lost to a refusal
-    fp16 = _runners(ctx, convert_fp16(path6, ctx.tmp / "w6.fp16.onnx"), "ort-cuda fp16",
-                    ctx.w6.name)
+    fp16 = _runners(
+        ctx, convert_fp16(path6, ctx.tmp / "w6.fp16.onnx"), "ort-cuda fp16", ctx.w6.name
+    )
     cases = gpu_torch.sequence_cases(ctx.torch, model6, "fp16")
     cases += gpu_ort.sequence_cases(fp16, spec6, "fp16") if fp16 else []
-    gc.run_group(ctx.label(ctx.w6), cases, check6, ref6, timed6, ctx.args.seconds, ctx.rows,
-                 ctx.profiler())
+    gc.run_group(
+        ctx.label(ctx.w6), cases, check6, ref6, timed6, ctx.args.seconds, ctx.rows, ctx.profiler()
+    )
     for n in ctx.args.streams:
-        cases = gpu_ort.step_cases({k: v for k, v in runners.items() if k == "graph"}, path,
-                                     spec, n, math)
-        cases += [c for c in gpu_torch.step_cases(ctx.torch, model, n, 1, math)
-                  if "graph" in c.name]
+        cases = gpu_ort.step_cases(
+            {k: v for k, v in runners.items() if k == "graph"}, path, spec, n, math
+        )
+        cases += [
+            c for c in gpu_torch.step_cases(ctx.torch, model, n, 1, math) if "graph" in c.name
+        ]
         streams_group(ctx, n, cases)
     gpu_ort.tensorrt_row(ctx.rows, path, spec)
 
@@ -241,11 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase", choices=PHASES, required=True)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "bench-out"))
-    ap.add_argument("--state", type=Path, default=Path("/tmp/rnnedge-bench"),
-                    help="rows of every phase on this machine, for the report")
+    ap.add_argument(
+        "--state",
+        type=Path,
+        default=Path("/tmp/rnnedge-bench"),
+        help="rows of every phase on this machine, for the report",
+    )
     ap.add_argument("--seconds", type=float, default=0.5, help="timed seconds per case")
-    ap.add_argument("--streams", type=lambda s: [int(v) for v in s.split(",")],
-                    default=list(gc.STREAMS))
+    ap.add_argument(
+        "--streams", type=lambda s: [int(v) for v in s.split(",")], default=list(gc.STREAMS)
+    )
     ap.add_argument("--pytest", default=None, help="the GPU test run's summary line")
     ap.add_argument("--quick", action="store_true", help="tiny W6, for a smoke test")
     args = ap.parse_args(argv)
@@ -254,8 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         report.write(args.out, gc.read_rows(args.state / "rows.jsonl"), args.pytest)
         return 0
     ctx = Context(args)
-    run = {"torch": phase_torch, "cpu": phase_cpu, "tf32": phase_tf32, "ort": phase_ort,
-           "ort-tf32": lambda c: phase_ort(c, "tf32")}[args.phase]
+    run = {
+        "torch": phase_torch,
+        "cpu": phase_cpu,
+        "tf32": phase_tf32,
+        "ort": phase_ort,
+        "ort-tf32": lambda c: phase_ort(c, "tf32"),
+    }[args.phase]
     run(ctx)
     return 0
 

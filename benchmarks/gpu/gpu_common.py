@@ -56,14 +56,16 @@ def build(torch: Any, w: Workload, folder: Path) -> tuple[Any, Path, Any]:
     from rnnedge.modeling.models import ModelConfig, SequenceModel
 
     torch.manual_seed(0)
-    model = SequenceModel(ModelConfig(cell=w.cell, input_size=w.features, hidden_size=w.hidden,
-                                      num_layers=w.layers)).eval()
+    model = SequenceModel(
+        ModelConfig(cell=w.cell, input_size=w.features, hidden_size=w.hidden, num_layers=w.layers)
+    ).eval()
     result = export(model, example_for(True, w.features), folder / f"{w.name.lower()}.onnx")
     return model, result.path, result.spec
 
 
-def inputs(w: Workload, batch: int | None = None, seq_len: int | None = None,
-           seed: int = 1) -> np.ndarray:
+def inputs(
+    w: Workload, batch: int | None = None, seq_len: int | None = None, seed: int = 1
+) -> np.ndarray:
     """Batch-first float32 inputs, random (never zeros: they hide unwritten outputs)."""
     shape = (batch or w.batch, seq_len or w.seq_len, w.features)
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
@@ -82,26 +84,35 @@ def math_mode(requested: str, env: Mapping[str, str] | None = None) -> str:
         return "fp16"
     if requested == "fp32":
         if override != "0":
-            raise RuntimeError(f"fp32 rows need {TF32_ENV}=0 (it is {override!r}): cuDNN would "
-                               "use TF32 and the row would be mislabelled")
+            raise RuntimeError(
+                f"fp32 rows need {TF32_ENV}=0 (it is {override!r}): cuDNN would "
+                "use TF32 and the row would be mislabelled"
+            )
         return "fp32"
     if requested == "tf32":
         if override == "0":
-            raise RuntimeError(f"tf32 rows need {TF32_ENV} unset, not 0: the override forbids "
-                               "TF32 and the row would be mislabelled")
+            raise RuntimeError(
+                f"tf32 rows need {TF32_ENV} unset, not 0: the override forbids "
+                "TF32 and the row would be mislabelled"
+            )
         return "tf32"
     raise ValueError(f"math must be fp32, tf32 or fp16, not {requested!r}")
 
 
 def stats(samples_ns: Iterable[int]) -> dict[str, float]:
     us = np.sort(np.asarray(list(samples_ns), dtype=np.float64)) / 1e3
-    return {"p50_us": float(np.percentile(us, 50)), "p90_us": float(np.percentile(us, 90)),
-            "p99_us": float(np.percentile(us, 99)), "mean_us": float(us.mean()),
-            "n": int(us.size)}
+    return {
+        "p50_us": float(np.percentile(us, 50)),
+        "p90_us": float(np.percentile(us, 90)),
+        "p99_us": float(np.percentile(us, 99)),
+        "mean_us": float(us.mean()),
+        "n": int(us.size),
+    }
 
 
-def measure(cases: Mapping[str, Fn], seconds: float, rounds: int = 6,
-            warmup: int = 10) -> dict[str, dict[str, float]]:
+def measure(
+    cases: Mapping[str, Fn], seconds: float, rounds: int = 6, warmup: int = 10
+) -> dict[str, dict[str, float]]:
     """Latency per case from interleaved rounds (load drift hits every case alike).
 
     Each call must return only once its work is done (host arrays out), so a wall clock is
@@ -156,8 +167,11 @@ class Rows:
             p.parent.mkdir(parents=True, exist_ok=True)
 
     def add(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        full = {"phase": self.phase,
-                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **row}
+        full = {
+            "phase": self.phase,
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **row,
+        }
         line = json.dumps(full, default=_plain, allow_nan=True) + "\n"
         for p in self.paths:
             with open(p, "a", encoding="utf-8") as f:
@@ -191,10 +205,22 @@ def _plain(value: Any) -> Any:
 
 
 def _one_line(row: Mapping[str, Any]) -> str:
-    keys = ("workload", "case", "math", "batch", "streams", "p50_us", "stream_steps_per_s",
-            "max_abs_diff", "error")
-    return "row: " + ", ".join(f"{k}={row[k]:.4g}" if isinstance(row.get(k), float)
-                               else f"{k}={row[k]}" for k in keys if row.get(k) is not None)
+    keys = (
+        "workload",
+        "case",
+        "math",
+        "batch",
+        "streams",
+        "p50_us",
+        "stream_steps_per_s",
+        "max_abs_diff",
+        "error",
+    )
+    return "row: " + ", ".join(
+        f"{k}={row[k]:.4g}" if isinstance(row.get(k), float) else f"{k}={row[k]}"
+        for k in keys
+        if row.get(k) is not None
+    )
 
 
 Stepper = Callable[[np.ndarray], np.ndarray]
@@ -216,10 +242,16 @@ class Case:
     profile: bool = False
 
 
-def run_group(label: Mapping[str, Any], cases: list[Case], check: list[np.ndarray],
-              expected: np.ndarray, timed: np.ndarray, seconds: float, rows: Rows,
-              profiler: Callable[[Stepper, np.ndarray], dict[str, Any]] | None = None
-              ) -> list[dict[str, Any]]:
+def run_group(
+    label: Mapping[str, Any],
+    cases: list[Case],
+    check: list[np.ndarray],
+    expected: np.ndarray,
+    timed: np.ndarray,
+    seconds: float,
+    rows: Rows,
+    profiler: Callable[[Stepper, np.ndarray], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Check every case against `expected`, time them interleaved, write one row per case.
 
     `check` is fed in order to a fresh stepper and its outputs joined on the time axis, so a
@@ -260,5 +292,8 @@ def run_group(label: Mapping[str, Any], cases: list[Case], check: list[np.ndarra
 
 def part_stats(parts_ns: Mapping[str, list[int]]) -> dict[str, float]:
     """Median µs of each timed part of a call."""
-    return {f"{k}_us": float(np.median(np.asarray(v, np.float64)) / 1e3)
-            for k, v in parts_ns.items() if v}
+    return {
+        f"{k}_us": float(np.median(np.asarray(v, np.float64)) / 1e3)
+        for k, v in parts_ns.items()
+        if v
+    }

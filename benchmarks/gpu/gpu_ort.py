@@ -30,12 +30,18 @@ def placement_row(rows: Rows, workload: str, case: str, runner: Any) -> None:
     """Where ONNX Runtime put every node: a CUDA session with heavy CPU nodes is a finding."""
     from rnnedge.runtime.backends.ort_cuda import CUDA_EP, cpu_placed
 
-    rows.add({"kind": "placement", "workload": workload, "case": case,
-              "on_cuda": len(runner.placement.get(CUDA_EP, [])),
-              "cpu_nodes": runner.cpu_nodes_placed,
-              "heavy_cpu_nodes": cpu_placed(runner.placement, heavy_only=True),
-              "providers": list(runner.session.get_providers()),
-              "cuda_options": runner.cuda_options()})
+    rows.add(
+        {
+            "kind": "placement",
+            "workload": workload,
+            "case": case,
+            "on_cuda": len(runner.placement.get(CUDA_EP, [])),
+            "cpu_nodes": runner.cpu_nodes_placed,
+            "heavy_cpu_nodes": cpu_placed(runner.placement, heavy_only=True),
+            "providers": list(runner.session.get_providers()),
+            "cuda_options": runner.cuda_options(),
+        }
+    )
 
 
 def host_state_stepper(session: Any, spec: Any, batch: int) -> Stepper:
@@ -83,36 +89,63 @@ def cpu_stream(path: Path, batch: int, threads: int) -> Stepper:
 
 def cpu_case(path: Path, batch: int) -> Case:
     threads = 1 if batch == 1 else CPU_CORES
-    return Case(f"rnnedge CPU stream (ort-cpu), {threads} thread{'s' * (threads > 1)}",
-                {"runtime": "ort-cpu", "device": "cpu", "math": "fp32", "state": "host",
-                 "threads": threads}, lambda: cpu_stream(path, batch, threads))
+    return Case(
+        f"rnnedge CPU stream (ort-cpu), {threads} thread{'s' * (threads > 1)}",
+        {
+            "runtime": "ort-cpu",
+            "device": "cpu",
+            "math": "fp32",
+            "state": "host",
+            "threads": threads,
+        },
+        lambda: cpu_stream(path, batch, threads),
+    )
 
 
-def step_cases(runners: dict[str, Any], path: Path, spec: Any, batch: int, math: str,
-               with_cpu: bool = True) -> list[Case]:
+def step_cases(
+    runners: dict[str, Any], path: Path, spec: Any, batch: int, math: str, with_cpu: bool = True
+) -> list[Case]:
     """ORT CUDA with and without CUDA graphs (state on the GPU), host-state `session.run`."""
     meta = {"runtime": "ort-cuda", "device": "cuda", "math": math, "state": "device"}
     cases = []
     if "graph" in runners:
         g = runners["graph"]
-        cases.append(Case("ort-cuda, CUDA graph", meta,
-                          lambda: g.step_session(spec, batch=batch).step,
-                          split=stream_split(g, spec, batch), profile=True))
+        cases.append(
+            Case(
+                "ort-cuda, CUDA graph",
+                meta,
+                lambda: g.step_session(spec, batch=batch).step,
+                split=stream_split(g, spec, batch),
+                profile=True,
+            )
+        )
     if "plain" in runners:
         p = runners["plain"]
-        cases.append(Case("ort-cuda", meta, lambda: p.step_session(spec, batch=batch).step,
-                          split=stream_split(p, spec, batch), profile=True))
+        cases.append(
+            Case(
+                "ort-cuda",
+                meta,
+                lambda: p.step_session(spec, batch=batch).step,
+                split=stream_split(p, spec, batch),
+                profile=True,
+            )
+        )
         if batch == 1:
-            cases.append(Case("ort-cuda, session.run, state on host",
-                              {**meta, "state": "host"},
-                              lambda: host_state_stepper(p.session, spec, batch)))
+            cases.append(
+                Case(
+                    "ort-cuda, session.run, state on host",
+                    {**meta, "state": "host"},
+                    lambda: host_state_stepper(p.session, spec, batch),
+                )
+            )
     if with_cpu:
         cases.append(cpu_case(path, batch))
     return cases
 
 
-def sequence_cases(runner: Any, spec: Any, math: str, name: str = "ort-cuda, IO binding"
-                   ) -> list[Case]:
+def sequence_cases(
+    runner: Any, spec: Any, math: str, name: str = "ort-cuda, IO binding"
+) -> list[Case]:
     """Whole sequences through `infer`: input and zero state in from the host, all out."""
     from rnnedge.runtime.inputs import zero_state
 
@@ -123,8 +156,19 @@ def sequence_cases(runner: Any, spec: Any, math: str, name: str = "ort-cuda, IO 
 
         return call
 
-    return [Case(name, {"runtime": runner.name, "device": "cuda" if runner.name == "ort-cuda"
-                        else "cpu", "math": math, "state": "host"}, make, profile=True)]
+    return [
+        Case(
+            name,
+            {
+                "runtime": runner.name,
+                "device": "cuda" if runner.name == "ort-cuda" else "cpu",
+                "math": math,
+                "state": "host",
+            },
+            make,
+            profile=True,
+        )
+    ]
 
 
 def cpu_sequence_case(path: Path, spec: Any) -> Case:
@@ -135,9 +179,17 @@ def cpu_sequence_case(path: Path, spec: Any) -> Case:
         runner = OrtCpuRunner(path, settings={"intra_op_num_threads": CPU_CORES}).activate()
         return sequence_cases(runner, spec, "fp32")[0].make()
 
-    return Case(f"ort-cpu, {CPU_CORES} threads",
-                {"runtime": "ort-cpu", "device": "cpu", "math": "fp32", "state": "host",
-                 "threads": CPU_CORES}, make)
+    return Case(
+        f"ort-cpu, {CPU_CORES} threads",
+        {
+            "runtime": "ort-cpu",
+            "device": "cpu",
+            "math": "fp32",
+            "state": "host",
+            "threads": CPU_CORES,
+        },
+        make,
+    )
 
 
 def tensorrt_row(rows: Rows, path: Path, spec: Any) -> None:
@@ -148,15 +200,21 @@ def tensorrt_row(rows: Rows, path: Path, spec: Any) -> None:
     from rnnedge.runtime.backends.tensorrt import open_trt_session
     from rnnedge.runtime.backends.trt_plan import module_present, profiles_from_ranges
 
-    row: dict[str, Any] = {"kind": "tensorrt", "case": "TensorRT",
-                           "tensorrt_module": module_present("tensorrt")}
+    row: dict[str, Any] = {
+        "kind": "tensorrt",
+        "case": "TensorRT",
+        "tensorrt_module": module_present("tensorrt"),
+    }
     try:
         profiles = profiles_from_ranges(spec, (1, 1, 1), (1, 1, 16))
         session = open_trt_session(path, profiles)
         row["ort_trt_provider"] = list(session.get_providers())
     except Exception as exc:
         row["error"] = error(exc)
-    row["verdict"] = ("TensorRT could not be installed on this machine (its PyPI packages fetch "
-                      "from NVIDIA's index, which it cannot reach): no TensorRT path was tested"
-                      if not row["tensorrt_module"] else "tensorrt module present")
+    row["verdict"] = (
+        "TensorRT could not be installed on this machine (its PyPI packages fetch "
+        "from NVIDIA's index, which it cannot reach): no TensorRT path was tested"
+        if not row["tensorrt_module"]
+        else "tensorrt module present"
+    )
     rows.add(row)

@@ -39,8 +39,7 @@ def n_states(model: Any) -> int:
     return 2 if model.is_lstm else 1
 
 
-def eager_stepper(torch: Any, model: Any, batch: int, device: str, half: bool = False
-                  ) -> Stepper:
+def eager_stepper(torch: Any, model: Any, batch: int, device: str, half: bool = False) -> Stepper:
     """One step per call; the state stays on `device` between calls."""
     m = stateful(torch, model, device, half)
     state = [torch.zeros(model.state_shape(batch), device=device) for _ in range(n_states(model))]
@@ -63,8 +62,9 @@ class GraphStep:
         self.m = stateful(torch, model, dev)
         self.x_pin = torch.zeros((batch, 1, features), pin_memory=True)
         self.x = torch.zeros((batch, 1, features), device=dev)
-        self.state = [torch.zeros(model.state_shape(batch), device=dev)
-                      for _ in range(n_states(model))]
+        self.state = [
+            torch.zeros(model.state_shape(batch), device=dev) for _ in range(n_states(model))
+        ]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(side):
@@ -124,11 +124,13 @@ def sequence_caller(torch: Any, model: Any, device: str, half: bool = False) -> 
     m = stateful(torch, model, device, half)
 
     def call(x: np.ndarray) -> np.ndarray:
-        states = [np.zeros(model.state_shape(x.shape[0]), np.float32)
-                  for _ in range(n_states(model))]
+        states = [
+            np.zeros(model.state_shape(x.shape[0]), np.float32) for _ in range(n_states(model))
+        ]
         with torch.inference_mode():
-            y, *final = m(torch.from_numpy(x).to(device),
-                          *(torch.from_numpy(s).to(device) for s in states))
+            y, *final = m(
+                torch.from_numpy(x).to(device), *(torch.from_numpy(s).to(device) for s in states)
+            )
         for f in final:
             f.cpu()
         return y.cpu().numpy()
@@ -169,19 +171,28 @@ def profiler(torch: Any, calls: int = 50) -> Callable[[Stepper, np.ndarray], dic
                 launches += 1
         if kernels == 0:
             return {"error": "the profiler saw no device activity (CUPTI unavailable?)"}
-        return {"device_us_per_call": device_us / calls, "device_ops_per_call": kernels / calls,
-                "graph_launches_per_call": launches / calls}
+        return {
+            "device_us_per_call": device_us / calls,
+            "device_ops_per_call": kernels / calls,
+            "graph_launches_per_call": launches / calls,
+        }
 
     return run
 
 
-def step_cases(torch: Any, model: Any, batch: int, features: int, math: str,
-               profile: bool = True) -> list[Case]:
+def step_cases(
+    torch: Any, model: Any, batch: int, features: int, math: str, profile: bool = True
+) -> list[Case]:
     """Eager CUDA and the CUDA-graph floor (state on the GPU), eager CPU at one thread."""
     gpu = {"runtime": "torch", "device": "cuda", "math": math, "state": "device"}
-    cases = [Case("torch eager CUDA", gpu,
-                  lambda: eager_stepper(torch, model, batch, "cuda", math == "fp16"),
-                  profile=profile)]
+    cases = [
+        Case(
+            "torch eager CUDA",
+            gpu,
+            lambda: eager_stepper(torch, model, batch, "cuda", math == "fp16"),
+            profile=profile,
+        )
+    ]
     if math != "fp16":
         holder: dict[str, GraphStep] = {}
 
@@ -189,28 +200,53 @@ def step_cases(torch: Any, model: Any, batch: int, features: int, math: str,
             holder["g"] = GraphStep(torch, model, batch, features)
             return holder["g"]
 
-        cases.append(Case("torch CUDA graph, pinned I/O (floor)", gpu, make_graph,
-                          split=lambda x, n: holder["g"].split(x, n), profile=profile))
+        cases.append(
+            Case(
+                "torch CUDA graph, pinned I/O (floor)",
+                gpu,
+                make_graph,
+                split=lambda x, n: holder["g"].split(x, n),
+                profile=profile,
+            )
+        )
     if batch == 1 and math == "fp32":
-        cases.append(Case("torch eager CPU, 1 thread",
-                          {"runtime": "torch", "device": "cpu", "math": "fp32",
-                           "state": "host", "threads": 1},
-                          lambda: _threads(torch, 1, eager_stepper(torch, model, batch, "cpu"))))
+        cases.append(
+            Case(
+                "torch eager CPU, 1 thread",
+                {
+                    "runtime": "torch",
+                    "device": "cpu",
+                    "math": "fp32",
+                    "state": "host",
+                    "threads": 1,
+                },
+                lambda: _threads(torch, 1, eager_stepper(torch, model, batch, "cpu")),
+            )
+        )
     return cases
 
 
-def sequence_cases(torch: Any, model: Any, math: str, cpu_threads: int | None = None,
-                   profile: bool = True) -> list[Case]:
+def sequence_cases(
+    torch: Any, model: Any, math: str, cpu_threads: int | None = None, profile: bool = True
+) -> list[Case]:
     """Eager cuDNN (and, with `cpu_threads`, eager CPU at that many threads)."""
     meta = {"runtime": "torch", "device": "cuda", "math": math, "state": "host"}
-    cases = [Case("torch eager cuDNN", meta,
-                  lambda: sequence_caller(torch, model, "cuda", math == "fp16"),
-                  profile=profile)]
+    cases = [
+        Case(
+            "torch eager cuDNN",
+            meta,
+            lambda: sequence_caller(torch, model, "cuda", math == "fp16"),
+            profile=profile,
+        )
+    ]
     if cpu_threads:
-        cases.append(Case(f"torch eager CPU, {cpu_threads} threads",
-                          {**meta, "device": "cpu", "math": "fp32", "threads": cpu_threads},
-                          lambda: _threads(torch, cpu_threads,
-                                           sequence_caller(torch, model, "cpu"))))
+        cases.append(
+            Case(
+                f"torch eager CPU, {cpu_threads} threads",
+                {**meta, "device": "cpu", "math": "fp32", "threads": cpu_threads},
+                lambda: _threads(torch, cpu_threads, sequence_caller(torch, model, "cpu")),
+            )
+        )
     return cases
 
 

@@ -40,12 +40,21 @@ class _Traced(torch.Tensor):
 
     uses: ClassVar[list[str]] = []
     _ESCAPES: ClassVar[frozenset[str]] = frozenset(
-        {"__bool__", "__int__", "__float__", "__index__", "__complex__", "item", "tolist",
-         "numpy", "__array__"})
+        {
+            "__bool__",
+            "__int__",
+            "__float__",
+            "__index__",
+            "__complex__",
+            "item",
+            "tolist",
+            "numpy",
+            "__array__",
+        }
+    )
 
     @classmethod
-    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None
-                           ) -> Any:
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         name = getattr(func, "__name__", "")
         if name in cls._ESCAPES:
             cls.uses.append(name)
@@ -74,22 +83,26 @@ def advice(name: str, rnn: nn.RNNBase | None) -> str:
     """The change that makes any module streamable: accept and return the state."""
     attr = name or "rnn"
     if isinstance(rnn, nn.LSTM):
-        return (f"accept and return the state: def forward(self, x, h=None, c=None): y, (h, c) "
-                f"= self.{attr}(x, None if h is None else (h, c)); return self.head(y), h, c — "
-                "and export with state_names=[('h', 'h_out'), ('c', 'c_out')]")
-    return (f"accept and return the state: def forward(self, x, h=None): y, h = self.{attr}(x, "
-            "h); return self.head(y), h — and export with state_names=[('h', 'h_out')]")
+        return (
+            f"accept and return the state: def forward(self, x, h=None, c=None): y, (h, c) "
+            f"= self.{attr}(x, None if h is None else (h, c)); return self.head(y), h, c — "
+            "and export with state_names=[('h', 'h_out'), ('c', 'c_out')]"
+        )
+    return (
+        f"accept and return the state: def forward(self, x, h=None): y, h = self.{attr}(x, "
+        "h); return self.head(y), h — and export with state_names=[('h', 'h_out')]"
+    )
 
 
 def _refuse(why: str, name: str, rnn: nn.RNNBase | None) -> UnsupportedModelError:
-    return UnsupportedModelError(f"cannot make the module streamable: {why}; "
-                                 f"{advice(name, rnn)}")
+    return UnsupportedModelError(f"cannot make the module streamable: {why}; {advice(name, rnn)}")
 
 
 @contextlib.contextmanager
-def _patched(rnns: Mapping[str, nn.RNNBase],
-             make: Callable[[str, nn.RNNBase, Callable[..., Any]], Callable[..., Any]]
-             ) -> Iterator[None]:
+def _patched(
+    rnns: Mapping[str, nn.RNNBase],
+    make: Callable[[str, nn.RNNBase, Callable[..., Any]], Callable[..., Any]],
+) -> Iterator[None]:
     """Replace each RNN's `forward` for the duration, restoring whatever was there."""
     saved = {name: rnn.__dict__.get("forward") for name, rnn in rnns.items()}
     try:
@@ -105,8 +118,9 @@ def _patched(rnns: Mapping[str, nn.RNNBase],
                 object.__setattr__(rnn, "forward", saved[name])
 
 
-def _observe(module: nn.Module, rnns: Mapping[str, nn.RNNBase], args: Sequence[torch.Tensor],
-             trace: bool) -> dict[str, _Use]:
+def _observe(
+    module: nn.Module, rnns: Mapping[str, nn.RNNBase], args: Sequence[torch.Tensor], trace: bool
+) -> dict[str, _Use]:
     """Run the module once, recording each RNN's calls (and, if `trace`, Python-level uses)."""
     uses = {name: _Use() for name in rnns}
 
@@ -116,18 +130,29 @@ def _observe(module: nn.Module, rnns: Mapping[str, nn.RNNBase], args: Sequence[t
             use = uses[name]
             use.calls += 1
             if not isinstance(inp, torch.Tensor):
-                raise _refuse(f"'{name}' is given a {type(inp).__name__}, not a padded tensor; "
-                              "a stream carries one state per sequence and cannot skip "
-                              "padding", name, rnn)
+                raise _refuse(
+                    f"'{name}' is given a {type(inp).__name__}, not a padded tensor; "
+                    "a stream carries one state per sequence and cannot skip "
+                    "padding",
+                    name,
+                    rnn,
+                )
             batched = inp.dim() == 3
             use.seq_lens.append(int(inp.shape[1 if batched and rnn.batch_first else 0]))
             use.batches.append(int(inp.shape[0 if rnn.batch_first else 1]) if batched else None)
             states = flatten(hx) if hx is not None else []
-            use.initial.append("none" if hx is None else "zeros" if all(
-                isinstance(s, torch.Tensor) and not bool(s.detach().ne(0).any()) for s in states)
-                else "given")
+            use.initial.append(
+                "none"
+                if hx is None
+                else "zeros"
+                if all(
+                    isinstance(s, torch.Tensor) and not bool(s.detach().ne(0).any()) for s in states
+                )
+                else "given"
+            )
             out = own(inp, hx)
             return _traced(out) if trace else out
+
         return observed
 
     _Traced.uses = []
@@ -179,12 +204,13 @@ class LiftedModule(nn.Module):
         self.n_inputs = n_inputs
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        inputs, states = args[: self.n_inputs], list(args[self.n_inputs:])
+        inputs, states = args[: self.n_inputs], list(args[self.n_inputs :])
         rnns = {name: self.module.get_submodule(name) for name in self.rnn_names}
         fed: dict[str, Any] = {}
         for name, rnn in rnns.items():
-            fed[name] = ((states.pop(0), states.pop(0)) if isinstance(rnn, nn.LSTM)
-                         else states.pop(0))
+            fed[name] = (
+                (states.pop(0), states.pop(0)) if isinstance(rnn, nn.LSTM) else states.pop(0)
+            )
         finals: dict[str, list[torch.Tensor]] = {}
 
         def make(name: str, rnn: nn.RNNBase, own: Callable[..., Any]) -> Callable[..., Any]:
@@ -192,10 +218,12 @@ class LiftedModule(nn.Module):
                 inp, _ = _call_args(args, kwargs)
                 if name in finals:
                     raise UnsupportedModelError(
-                        f"'{name}' ran twice in one call; {advice(name, rnn)}")
+                        f"'{name}' ran twice in one call; {advice(name, rnn)}"
+                    )
                 out, state = own(inp, fed[name])
                 finals[name] = flatten(state)
                 return out, state
+
             return lifted
 
         with _patched(rnns, make):
@@ -214,10 +242,12 @@ def lift(module: nn.Module, sampler: Sampler, input_names: Sequence[str]) -> Lif
             raise UnsupportedModelError(
                 f"cannot make the module streamable: it steps {', '.join(loops)} in a Python "
                 "loop, which the exporter unrolls to the example length; use nn.RNN/nn.LSTM/"
-                "nn.GRU over the whole sequence (streamable=True then carries its state)")
+                "nn.GRU over the whole sequence (streamable=True then carries its state)"
+            )
         raise UnsupportedModelError(
             "cannot make the module streamable: it has no nn.RNN/nn.LSTM/nn.GRU submodule, so "
-            "there is no recurrent state to carry; export it with streamable=False")
+            "there is no recurrent state to carry; export it with streamable=False"
+        )
     x_axes = sampler.axes[sampler.index]
     if SEQ not in x_axes.values():
         raise _refuse("its data input has no time axis to split", "", None)
@@ -243,39 +273,76 @@ def lift(module: nn.Module, sampler: Sampler, input_names: Sequence[str]) -> Lif
             f"forward() turns a value computed from an RNN's output or state into a Python "
             f"value ({', '.join(sorted(set(escapes)))}: an if/while/int() on it), so the graph "
             "would keep the decision taken on the example; compute both branches and pick with "
-            "torch.where", name, rnn)
-    return _build(module, used, sampler, input_names,
-                  {name: first[name].batches[0] for name in used}, b0 is not None)
+            "torch.where",
+            name,
+            rnn,
+        )
+    return _build(
+        module,
+        used,
+        sampler,
+        input_names,
+        {name: first[name].batches[0] for name in used},
+        b0 is not None,
+    )
 
 
-def _check_use(name: str, rnn: nn.RNNBase, a: _Use, b: _Use, shape_a: tuple[int | None, int],
-               shape_b: tuple[int | None, int]) -> None:
+def _check_use(
+    name: str,
+    rnn: nn.RNNBase,
+    a: _Use,
+    b: _Use,
+    shape_a: tuple[int | None, int],
+    shape_b: tuple[int | None, int],
+) -> None:
     if rnn.bidirectional:
         raise UnsupportedModelError(
             f"cannot make the module streamable: '{name}' is bidirectional: it reads each "
             "sequence backwards from its end, so no chunk can be processed before the whole "
             "sequence is known; use bidirectional=False to stream, or export with "
-            "streamable=False for whole sequences")
+            "streamable=False for whole sequences"
+        )
     for use, (batch, seq_len) in ((a, shape_a), (b, shape_b)):
         if use.calls != 1:
-            raise _refuse(f"'{name}' ran {use.calls} times in one call at seq_len={seq_len} (a "
-                          "Python loop over steps or chunks?); lifting needs each RNN to run "
-                          "once over the whole sequence", name, rnn)
+            raise _refuse(
+                f"'{name}' ran {use.calls} times in one call at seq_len={seq_len} (a "
+                "Python loop over steps or chunks?); lifting needs each RNN to run "
+                "once over the whole sequence",
+                name,
+                rnn,
+            )
         if use.seq_lens != [seq_len]:
-            raise _refuse(f"'{name}' ran over {use.seq_lens[0]} steps for an input of "
-                          f"seq_len={seq_len}; lifting needs the RNN to run step for step over "
-                          "the input's time axis", name, rnn)
+            raise _refuse(
+                f"'{name}' ran over {use.seq_lens[0]} steps for an input of "
+                f"seq_len={seq_len}; lifting needs the RNN to run step for step over "
+                "the input's time axis",
+                name,
+                rnn,
+            )
         if batch is not None and use.batches != [batch]:
-            raise _refuse(f"'{name}' ran on batch {use.batches[0]} for an input of batch "
-                          f"{batch}; lifting needs the RNN's batch to be the input's", name, rnn)
+            raise _refuse(
+                f"'{name}' ran on batch {use.batches[0]} for an input of batch "
+                f"{batch}; lifting needs the RNN's batch to be the input's",
+                name,
+                rnn,
+            )
         if use.initial != ["none"] and use.initial != ["zeros"]:
-            raise _refuse(f"'{name}' is given an initial state of the module's own that is not "
-                          "zero; a stream could not start from it", name, rnn)
+            raise _refuse(
+                f"'{name}' is given an initial state of the module's own that is not "
+                "zero; a stream could not start from it",
+                name,
+                rnn,
+            )
 
 
-def _build(module: nn.Module, used: Mapping[str, nn.RNNBase], sampler: Sampler,
-           input_names: Sequence[str], rnn_batch: Mapping[str, int | None], dynamic: bool
-           ) -> Lifting:
+def _build(
+    module: nn.Module,
+    used: Mapping[str, nn.RNNBase],
+    sampler: Sampler,
+    input_names: Sequence[str],
+    rnn_batch: Mapping[str, int | None],
+    dynamic: bool,
+) -> Lifting:
     """The wrapper and its zero example states: `(layers, batch, hidden)` per RNN as PyTorch
     keeps them (`(layers, hidden)` for an unbatched RNN), batch axis 1 when the data input has
     a batch the state follows."""
@@ -289,8 +356,7 @@ def _build(module: nn.Module, used: Mapping[str, nn.RNNBase], sampler: Sampler,
         kinds = ("h", "c") if isinstance(rnn, nn.LSTM) else ("h",)
         layers = rnn.num_layers * (2 if rnn.bidirectional else 1)
         batch = rnn_batch[name]
-        shape = (layers, batch, rnn.hidden_size) if batch is not None else (
-            layers, rnn.hidden_size)
+        shape = (layers, batch, rnn.hidden_size) if batch is not None else (layers, rnn.hidden_size)
         axis = 1 if dynamic and batch is not None else None
         weight = next(rnn.parameters())
         for kind in kinds:
@@ -309,14 +375,13 @@ def _build(module: nn.Module, used: Mapping[str, nn.RNNBase], sampler: Sampler,
     fields: dict[str, Any] = {}
     if single:
         rnn = next(iter(used.values()))
-        fields = {"cell": _cell(rnn), "num_layers": rnn.num_layers,
-                  "hidden_size": rnn.hidden_size}
-    return Lifting(wrapper, module, lifted_sampler, in_names, out_names, pairs, fields,
-                   dict(used))
+        fields = {"cell": _cell(rnn), "num_layers": rnn.num_layers, "hidden_size": rnn.hidden_size}
+    return Lifting(wrapper, module, lifted_sampler, in_names, out_names, pairs, fields, dict(used))
 
 
-def prove(lifting: Lifting, out_names: Sequence[str],
-          out_axes: Mapping[str, Mapping[int, str]]) -> None:
+def prove(
+    lifting: Lifting, out_names: Sequence[str], out_axes: Mapping[str, Mapping[int, str]]
+) -> None:
     """Zero state gives the original's outputs; chunks with state carried give one pass."""
     tol = TOLERANCES["fp32"]
     sampler = lifting.sampler
@@ -328,26 +393,41 @@ def prove(lifting: Lifting, out_names: Sequence[str],
     for name, e, g in zip(out_names, expected, got, strict=False):
         max_abs, _, ok, _ = compare_arrays(e.numpy(), g.numpy(), tol)
         if not ok:
-            raise _refuse(f"with a zero initial state the lifted module's output '{name}' "
-                          f"differs from the original's (max abs diff {max_abs:.3g})", rnn_name,
-                          rnn)
+            raise _refuse(
+                f"with a zero initial state the lifted module's output '{name}' "
+                f"differs from the original's (max abs diff {max_abs:.3g})",
+                rnn_name,
+                rnn,
+            )
     t0 = sampler.example_size(SEQ)
-    full_args = sampler.args if t0 >= 2 else sampler.sample(
-        sampler.example_size(BATCH), 6, torch.Generator().manual_seed(2))
-    length = int(full_args[sampler.index].shape[
-        next(a for a, n in sampler.axes[sampler.index].items() if n == SEQ)])
+    full_args = (
+        sampler.args
+        if t0 >= 2
+        else sampler.sample(sampler.example_size(BATCH), 6, torch.Generator().manual_seed(2))
+    )
+    length = int(
+        full_args[sampler.index].shape[
+            next(a for a, n in sampler.axes[sampler.index].items() if n == SEQ)
+        ]
+    )
     full = run_eager(lifting.module, full_args, "lifted, over the whole sequence")
     for at in sorted({1, length // 2}):  # a one-step chunk, and two halves
         _check_split(lifting, full_args, full, at, n_own, out_names, out_axes)
 
 
-def _check_split(lifting: Lifting, full_args: Sequence[torch.Tensor],
-                 full: Sequence[torch.Tensor], at: int, n_own: int, out_names: Sequence[str],
-                 out_axes: Mapping[str, Mapping[int, str]]) -> None:
+def _check_split(
+    lifting: Lifting,
+    full_args: Sequence[torch.Tensor],
+    full: Sequence[torch.Tensor],
+    at: int,
+    n_own: int,
+    out_names: Sequence[str],
+    out_axes: Mapping[str, Mapping[int, str]],
+) -> None:
     """Steps `[:at]` then `[at:]` with the state carried must give what one pass gives."""
     first, second = lifting.sampler.split(full_args, at)
     part1 = run_eager(lifting.module, first, f"lifted, on steps [:{at}]")
-    carried = list(second[:n_own]) + part1[len(part1) - len(lifting.input_names):]
+    carried = list(second[:n_own]) + part1[len(part1) - len(lifting.input_names) :]
     part2 = run_eager(lifting.module, carried, f"lifted, on steps [{at}:]")
     for name, f, p1, p2 in zip(out_names, full, part1, part2, strict=True):
         seq = next((a for a, n in out_axes[name].items() if n == SEQ), None)
@@ -360,5 +440,5 @@ def _check_split(lifting: Lifting, full_args: Sequence[torch.Tensor],
                 f"(split after step {at}) with the state carried differs from one pass "
                 f"({diff}): the module mixes time steps outside its RNN (a mean or attention "
                 "over time, a convolution across steps); keep every layer after the RNN "
-                "per-step, or export with streamable=False for whole sequences")
-
+                "per-step, or export with streamable=False for whole sequences"
+            )

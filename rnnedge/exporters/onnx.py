@@ -98,12 +98,17 @@ def _torch_export(plan: Plan, path: Path, exporter: str, opset: int) -> None:
     from rnnedge.exporters.probe import BATCH, SEQ
 
     torch = require("torch", "rnnedge export")
-    common = dict(input_names=plan.input_names, output_names=plan.output_names,
-                  opset_version=opset)
+    common = dict(input_names=plan.input_names, output_names=plan.output_names, opset_version=opset)
     with _quiet():
         if exporter == "torchscript":
-            torch.onnx.export(plan.module, plan.args, str(path), dynamo=False,
-                              dynamic_axes={**plan.input_axes, **plan.output_axes}, **common)
+            torch.onnx.export(
+                plan.module,
+                plan.args,
+                str(path),
+                dynamo=False,
+                dynamic_axes={**plan.input_axes, **plan.output_axes},
+                **common,
+            )
         else:
             dims = {BATCH: torch.export.Dim(BATCH, min=1), SEQ: torch.export.Dim(SEQ, min=1)}
             shapes: Any = tuple(
@@ -114,9 +119,17 @@ def _torch_export(plan: Plan, path: Path, exporter: str, opset: int) -> None:
             params = inspect.signature(plan.module.forward).parameters.values()
             if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
                 shapes = {"args": shapes}  # torch.export matches shapes to the signature
-            torch.onnx.export(plan.module, plan.args, str(path), dynamo=True,
-                              dynamic_shapes=shapes, external_data=False, report=False,
-                              verbose=False, **common)
+            torch.onnx.export(
+                plan.module,
+                plan.args,
+                str(path),
+                dynamo=True,
+                dynamic_shapes=shapes,
+                external_data=False,
+                report=False,
+                verbose=False,
+                **common,
+            )
 
 
 def _finalize(plan: Plan, path: Path, exporter: str, opset: int) -> RnnSpec:
@@ -142,13 +155,23 @@ def _finalize(plan: Plan, path: Path, exporter: str, opset: int) -> RnnSpec:
                 dims[i].dim_param = name
     spec = plan.spec
     spec.outputs = [
-        TensorSpec(o.name, _dtype_name(onnx, o.type.tensor_type.elem_type), tuple(
-            d.dim_param if d.dim_param else int(d.dim_value)
-            for d in o.type.tensor_type.shape.dim))
+        TensorSpec(
+            o.name,
+            _dtype_name(onnx, o.type.tensor_type.elem_type),
+            tuple(
+                d.dim_param if d.dim_param else int(d.dim_value)
+                for d in o.type.tensor_type.shape.dim
+            ),
+        )
         for o in model.graph.output
     ]
-    spec.producer = {"rnnedge": __version__, "torch": torch.__version__.split("+")[0],
-                     "onnx": onnx.__version__, "exporter": exporter, "opset": str(opset)}
+    spec.producer = {
+        "rnnedge": __version__,
+        "torch": torch.__version__.split("+")[0],
+        "onnx": onnx.__version__,
+        "exporter": exporter,
+        "opset": str(opset),
+    }
     spec.validate(str(path))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
@@ -165,8 +188,14 @@ def _dtype_name(onnx: Any, elem_type: int) -> str:
         return "float32"
 
 
-def _verify(plan: Plan, spec: RnnSpec, tmp: Path, exporter: str, shapes: Sequence[tuple[int,
-            int]] | None, tolerance: Tolerance) -> ParityReport:
+def _verify(
+    plan: Plan,
+    spec: RnnSpec,
+    tmp: Path,
+    exporter: str,
+    shapes: Sequence[tuple[int, int]] | None,
+    tolerance: Tolerance,
+) -> ParityReport:
     from rnnedge.exporters.proof import advice, compare, declared_frozen, grid_for
     from rnnedge.modeling.models import find_cell_loops
 
@@ -179,9 +208,15 @@ def _verify(plan: Plan, spec: RnnSpec, tmp: Path, exporter: str, shapes: Sequenc
     example_b = 1 if spec.batch_axis is None else int(x.shape[spec.batch_axis])
     example_t = int(x.shape[spec.seq_axis])
     bad_lengths = sorted({c.seq_len for c in report.failures})
-    cause = "; ".join(frozen) if frozen else (
-        f"the graph is specialized to the example seq_len={example_t}" if example_t not in
-        bad_lengths else "the graph computes different values than eager PyTorch")
+    cause = (
+        "; ".join(frozen)
+        if frozen
+        else (
+            f"the graph is specialized to the example seq_len={example_t}"
+            if example_t not in bad_lengths
+            else "the graph computes different values than eager PyTorch"
+        )
+    )
     what_to_do = advice(exporter, find_cell_loops(plan.module), spec.batch_first)
     raise ExportError(
         f"{exporter} export is wrong at shapes other than the example "
@@ -281,10 +316,18 @@ def export(
     if isinstance(module, SequenceModel):
         plan = plan_sequence_model(module, args[0], normalization)
     else:
-        plan = plan_module(module, args, input_names=input_names, output_names=output_names,
-                           batch_first=batch_first, layout=layout, state_names=state_names,
-                           state_batch_axis=state_batch_axis, streamable=streamable,
-                           normalization=normalization)
+        plan = plan_module(
+            module,
+            args,
+            input_names=input_names,
+            output_names=output_names,
+            batch_first=batch_first,
+            layout=layout,
+            state_names=state_names,
+            state_batch_axis=state_batch_axis,
+            streamable=streamable,
+            normalization=normalization,
+        )
     _check_data_side(plan.spec, normalization, contract)
     plan.spec.contract = contract
     start = time.perf_counter()
@@ -299,17 +342,17 @@ def export(
         except Exception as exc:
             summary = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             other = "torchscript" if exporter == "dynamo" else "dynamo"
-            raise ExportError(f"torch.onnx.export ({exporter}) failed: {summary[:300]}; "
-                              f"try exporter='{other}'") from exc
+            raise ExportError(
+                f"torch.onnx.export ({exporter}) failed: {summary[:300]}; try exporter='{other}'"
+            ) from exc
         spec = _finalize(plan, tmp, exporter, opset)
-        done.append((spec, _verify(plan, spec, tmp, exporter, shapes, tolerance)
-                     if verify else None))
+        done.append(
+            (spec, _verify(plan, spec, tmp, exporter, shapes, tolerance) if verify else None)
+        )
         if precision != "fp32":  # the verified fp32 file, replaced by what passes the gate
             from rnnedge.exporters.precision import quantize
 
-            done_gate.append(
-                quantize(tmp, precision, validation, out=tmp, label=str(path), **gate)
-            )
+            done_gate.append(quantize(tmp, precision, validation, out=tmp, label=str(path), **gate))
 
     path = atomic_write(path, write)
     spec, report = done[0]
@@ -317,40 +360,60 @@ def export(
     if gated is not None:
         gated.moved_to(path)
         spec = dataclasses.replace(spec, precision=gated.record)
-    return ExportResult(path, spec, exporter, opset, report, time.perf_counter() - start,
-                        gated, plan.module, list(plan.lifted))
+    return ExportResult(
+        path,
+        spec,
+        exporter,
+        opset,
+        report,
+        time.perf_counter() - start,
+        gated,
+        plan.module,
+        list(plan.lifted),
+    )
 
 
-def _check_data_side(spec: RnnSpec, normalization: Normalization | None,
-                     contract: DataContract | None) -> None:
+def _check_data_side(
+    spec: RnnSpec, normalization: Normalization | None, contract: DataContract | None
+) -> None:
     """Statistics and column names must fit the model before a file is written."""
     if normalization is not None:
         norm = Normalizer.from_spec(normalization)  # finite mean, std > 0, targets in range
         x = spec.input(spec.data_input)
         if not x.dtype.startswith(("float", "bfloat")):
-            raise InputError(f"normalization was given for '{x.name}', which holds {x.dtype} "
-                             "values (token ids are not normalized); drop normalization")
+            raise InputError(
+                f"normalization was given for '{x.name}', which holds {x.dtype} "
+                "values (token ids are not normalized); drop normalization"
+            )
         feature_axis = next((i for i, c in enumerate(spec.data_layout) if c not in "BT"), None)
         features = 1 if feature_axis is None else x.shape[feature_axis]
         if isinstance(features, int) and norm.n_features != features:
-            raise InputError(f"normalization has {norm.n_features} features; the model takes "
-                             f"{features}")
+            raise InputError(
+                f"normalization has {norm.n_features} features; the model takes {features}"
+            )
         if spec.output_size is not None and len(norm.target_index) != spec.output_size:
-            raise InputError(f"normalization names {len(norm.target_index)} target columns; the "
-                             f"model forecasts {spec.output_size}")
+            raise InputError(
+                f"normalization names {len(norm.target_index)} target columns; the "
+                f"model forecasts {spec.output_size}"
+            )
     if contract is not None:
         # the graph's outputs are known only after export: stand in for the data output
         outputs = [TensorSpec(spec.data_output, "float32", ())]
-        probe = RnnSpec(spec.inputs, outputs, spec.data_input, spec.data_output,
-                        normalization=normalization, contract=contract)
+        probe = RnnSpec(
+            spec.inputs,
+            outputs,
+            spec.data_input,
+            spec.data_output,
+            normalization=normalization,
+            contract=contract,
+        )
         try:
             probe.validate("the data contract")
         except RnnEdgeError as exc:
             raise InputError(str(exc)) from None
 
 
-def example_for(spec_batch_first: bool, input_size: int, batch: int = 2,
-                seq_len: int = 16) -> Any:
+def example_for(spec_batch_first: bool, input_size: int, batch: int = 2, seq_len: int = 16) -> Any:
     """A random example sequence in the model's layout."""
     torch = require("torch", "rnnedge export")
     shape = (batch, seq_len, input_size) if spec_batch_first else (seq_len, batch, input_size)

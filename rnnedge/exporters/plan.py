@@ -56,15 +56,16 @@ def tensor_spec(name: str, t: torch.Tensor, axes: Mapping[int, str]) -> TensorSp
     return TensorSpec(name, dtype, tuple(axes.get(i, int(d)) for i, d in enumerate(t.shape)))
 
 
-def plan_sequence_model(model: Any, x: torch.Tensor, normalization: Normalization | None
-                        ) -> Plan:
+def plan_sequence_model(model: Any, x: torch.Tensor, normalization: Normalization | None) -> Plan:
     """An rnnedge `SequenceModel`: state as `h0`/`c0` → `hn`/`cn`, everything known."""
     from rnnedge.modeling.models import stateful_wrapper
 
     cfg = model.config
     if x.dim() != 3 or not x.is_floating_point():
-        raise InputError(f"the example sequence must have rank 3 (batch, seq_len, features) "
-                         f"and a float dtype, got shape {tuple(x.shape)} {x.dtype}")
+        raise InputError(
+            f"the example sequence must have rank 3 (batch, seq_len, features) "
+            f"and a float dtype, got shape {tuple(x.shape)} {x.dtype}"
+        )
     wrapper = stateful_wrapper(model).eval()
     state = model.initial_state(x)
     state_t = state if isinstance(state, tuple) else (state,)
@@ -81,8 +82,7 @@ def plan_sequence_model(model: Any, x: torch.Tensor, normalization: Normalizatio
         outputs=[],
         data_input="x",
         data_output="y",
-        state_pairs=[StatePair(i, o, 1) for i, o in zip(in_names[1:], out_names[1:],
-                                                         strict=True)],
+        state_pairs=[StatePair(i, o, 1) for i, o in zip(in_names[1:], out_names[1:], strict=True)],
         batch_first=cfg.batch_first,
         cell=cfg.cell,
         num_layers=cfg.num_layers,
@@ -97,38 +97,49 @@ def plan_sequence_model(model: Any, x: torch.Tensor, normalization: Normalizatio
     return Plan(wrapper, args, in_names, out_names, in_axes, out_axes, spec, sampler)
 
 
-def _state_pairs(state_names: Sequence[Sequence[Any]],
-                 state_batch_axis: Mapping[str, int | None] | None
-                 ) -> list[tuple[str, str, Any]]:
+def _state_pairs(
+    state_names: Sequence[Sequence[Any]], state_batch_axis: Mapping[str, int | None] | None
+) -> list[tuple[str, str, Any]]:
     """(input, output, axis or _UNSET) from both ways of giving a state's batch axis."""
     pairs = []
     for item in state_names:
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise InputError(f"state_names entry {item!r} must be (input, output) or (input, "
-                             "output, batch_axis)")
+            raise InputError(
+                f"state_names entry {item!r} must be (input, output) or (input, output, batch_axis)"
+            )
         axis = item[2] if len(item) == 3 else _UNSET
         pairs.append((str(item[0]), str(item[1]), axis))
     given = dict(state_batch_axis or {})
     unknown = sorted(set(given) - {p[0] for p in pairs})
     if unknown:
-        raise InputError(f"state_batch_axis names {unknown}, which are not state inputs "
-                         f"{[p[0] for p in pairs]}")
+        raise InputError(
+            f"state_batch_axis names {unknown}, which are not state inputs {[p[0] for p in pairs]}"
+        )
     out = []
     for name, out_name, axis in pairs:
         if name in given:
             if axis is not _UNSET and axis != given[name]:
-                raise InputError(f"state '{name}' gets batch axis {axis} from state_names and "
-                                 f"{given[name]} from state_batch_axis; give it once")
+                raise InputError(
+                    f"state '{name}' gets batch axis {axis} from state_names and "
+                    f"{given[name]} from state_batch_axis; give it once"
+                )
             axis = given[name]
-        if axis is not _UNSET and axis is not None and (
-                isinstance(axis, bool) or not isinstance(axis, int)):
+        if (
+            axis is not _UNSET
+            and axis is not None
+            and (isinstance(axis, bool) or not isinstance(axis, int))
+        ):
             raise InputError(f"state '{name}' batch axis {axis!r} must be an integer or None")
         out.append((name, out_name, axis))
     return out
 
 
-def _input_names(module: nn.Module, args: Sequence[torch.Tensor],
-                 input_names: Sequence[str] | None, state_in: Sequence[str]) -> list[str]:
+def _input_names(
+    module: nn.Module,
+    args: Sequence[torch.Tensor],
+    input_names: Sequence[str] | None,
+    state_in: Sequence[str],
+) -> list[str]:
     """Names of `forward`'s parameters; state inputs renamed to the names the user gave."""
     if input_names is not None:
         names = [str(n) for n in input_names]
@@ -136,7 +147,8 @@ def _input_names(module: nn.Module, args: Sequence[torch.Tensor],
             raise InputError(f"{len(names)} input names given for {len(args)} example inputs")
         return names
     names = forward_names(module, len(args)) or (
-        ["x"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))])
+        ["x"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))]
+    )
     unmatched = [s for s in state_in if s not in names]
     free = [i for i in range(1, len(names)) if names[i] not in state_in]
     if unmatched:
@@ -154,8 +166,9 @@ def _batch_axis(name: str, t: torch.Tensor, axis: Any, batch: int | None) -> int
     """The state's batch axis: given, PyTorch's axis 1 when it fits, or the one axis that does."""
     if axis is not _UNSET:
         if axis is not None and not -t.dim() <= axis < t.dim():
-            raise InputError(f"state '{name}' batch axis {axis} is outside its shape "
-                             f"{tuple(t.shape)}")
+            raise InputError(
+                f"state '{name}' batch axis {axis} is outside its shape {tuple(t.shape)}"
+            )
         return None if axis is None else axis % t.dim()
     if batch is None:
         return None
@@ -172,22 +185,29 @@ def _batch_axis(name: str, t: torch.Tensor, axis: Any, batch: int | None) -> int
     )
 
 
-def _output_names(out_axes: list[dict[int, str]], shapes: list[tuple[int, ...]],
-                  output_names: Sequence[str] | None, pairs: list[tuple[str, str, Any]],
-                  state_shapes: dict[str, tuple[int, ...]], in_names: list[str]) -> list[str]:
+def _output_names(
+    out_axes: list[dict[int, str]],
+    shapes: list[tuple[int, ...]],
+    output_names: Sequence[str] | None,
+    pairs: list[tuple[str, str, Any]],
+    state_shapes: dict[str, tuple[int, ...]],
+    in_names: list[str],
+) -> list[str]:
     """Given names, or: the data output `y`, state outputs by shape, the rest `output_i`."""
     if output_names is not None:
         names = [str(n) for n in output_names]
         if len(names) != len(out_axes):
-            raise InputError(f"{len(names)} output names given; the module returns "
-                             f"{len(out_axes)} outputs")
+            raise InputError(
+                f"{len(names)} output names given; the module returns {len(out_axes)} outputs"
+            )
         return names
     names: list[str | None] = [None] * len(out_axes)
     names[0] = "y" if "y" not in in_names else "output_0"
     for name, out_name, _ in pairs:
         want = state_shapes[name]
-        pick = next((i for i in range(1, len(names)) if names[i] is None and shapes[i] == want),
-                    None)
+        pick = next(
+            (i for i in range(1, len(names)) if names[i] is None and shapes[i] == want), None
+        )
         if pick is None:
             raise InputError(
                 f"state '{name}' -> '{out_name}': no output after the first has the state's "
@@ -198,8 +218,12 @@ def _output_names(out_axes: list[dict[int, str]], shapes: list[tuple[int, ...]],
     return [n if n is not None else f"output_{i}" for i, n in enumerate(names)]
 
 
-def _states(args: Sequence[torch.Tensor], in_names: list[str], layout: str,
-            pairs: list[tuple[str, str, Any]]) -> tuple[list[dict[int, str]], list[StatePair]]:
+def _states(
+    args: Sequence[torch.Tensor],
+    in_names: list[str],
+    layout: str,
+    pairs: list[tuple[str, str, Any]],
+) -> tuple[list[dict[int, str]], list[StatePair]]:
     """Each input's dynamic axes (data: from the layout; states: their batch) and the pairs."""
     x_axes = layout_axes(layout)
     batch = next((int(args[0].shape[a]) for a, n in x_axes.items() if n == BATCH), None)
@@ -252,22 +276,30 @@ def plan_module(
     hint = "; ".join(
         f"if state '{p.input}' keeps its batch on an axis other than {p.batch_axis}, declare "
         f"it: state_names=[('{p.input}', '{p.output}', AXIS)]"
-        for p, (_, _, axis) in zip(state_pairs, pairs, strict=False) if axis is _UNSET)
+        for p, (_, _, axis) in zip(state_pairs, pairs, strict=False)
+        if axis is _UNSET
+    )
     out_axes_list, shapes = probe_output_axes(module, sampler, hint)
     if lifting is not None:
         n_own = len(shapes) - len(state_pairs)
-        out_names = _output_names(out_axes_list[:n_own], shapes[:n_own], output_names, [], {},
-                                  in_names) + [p.output for p in state_pairs]
+        out_names = _output_names(
+            out_axes_list[:n_own], shapes[:n_own], output_names, [], {}, in_names
+        ) + [p.output for p in state_pairs]
     else:
-        state_shapes = {p.input: tuple(sampler.args[in_names.index(p.input)].shape)
-                        for p in state_pairs}
-        out_names = _output_names(out_axes_list, shapes, output_names, pairs, state_shapes,
-                                  in_names)
+        state_shapes = {
+            p.input: tuple(sampler.args[in_names.index(p.input)].shape) for p in state_pairs
+        }
+        out_names = _output_names(
+            out_axes_list, shapes, output_names, pairs, state_shapes, in_names
+        )
     clash = sorted(set(out_names) & set(in_names)) or sorted(
-        {n for n in out_names if out_names.count(n) > 1})
+        {n for n in out_names if out_names.count(n) > 1}
+    )
     if clash:
-        raise InputError(f"names {clash} are used twice (inputs {in_names}, outputs "
-                         f"{out_names}); give each graph tensor its own name")
+        raise InputError(
+            f"names {clash} are used twice (inputs {in_names}, outputs "
+            f"{out_names}); give each graph tensor its own name"
+        )
     missing = [p.output for p in state_pairs if p.output not in out_names]
     if missing:
         raise InputError(f"state outputs {missing} are not among the output names {out_names}")
@@ -278,8 +310,7 @@ def plan_module(
 
         prove(lifting, out_names, out_axes)
     spec = RnnSpec(
-        inputs=[tensor_spec(n, a, in_axes[n]) for n, a in zip(in_names, sampler.args,
-                                                                strict=True)],
+        inputs=[tensor_spec(n, a, in_axes[n]) for n, a in zip(in_names, sampler.args, strict=True)],
         outputs=[],
         data_input=in_names[0],
         data_output=out_names[0],
@@ -290,5 +321,14 @@ def plan_module(
         **(lifting.spec_fields if lifting is not None else {}),
     )
     module.eval()
-    return Plan(module, sampler.args, in_names, out_names, in_axes, out_axes, spec, sampler,
-                list(lifting.pairs) if lifting is not None else [])
+    return Plan(
+        module,
+        sampler.args,
+        in_names,
+        out_names,
+        in_axes,
+        out_axes,
+        spec,
+        sampler,
+        list(lifting.pairs) if lifting is not None else [],
+    )

@@ -50,8 +50,7 @@ def data_layout(example: torch.Tensor, layout: str | None, batch_first: bool) ->
                 "letter a fixed axis), e.g. layout='BFT'"
             )
         return DEFAULT_LAYOUTS[rank][0 if batch_first else 1]
-    ok = (layout.isalpha() and layout.isupper() and layout.count("T") == 1
-          and layout.count("B") <= 1)
+    ok = layout.isalpha() and layout.isupper() and layout.count("T") == 1 and layout.count("B") <= 1
     if not ok or len(layout) != rank:
         raise InputError(
             f"layout {layout!r} does not describe the example of shape {tuple(example.shape)}: "
@@ -86,8 +85,9 @@ class TokenRange:
     source: str
 
 
-def token_range(module: nn.Module, args: Sequence[torch.Tensor], index: int = 0
-                ) -> TokenRange | None:
+def token_range(
+    module: nn.Module, args: Sequence[torch.Tensor], index: int = 0
+) -> TokenRange | None:
     """Which integer values the data input may hold; None for continuous (float) data.
 
     Runs the module once on the example with hooks on every `nn.Embedding`: one that reads
@@ -100,8 +100,10 @@ def token_range(module: nn.Module, args: Sequence[torch.Tensor], index: int = 0
     seen: list[tuple[str, nn.Embedding, torch.Tensor]] = []
     hooks = [
         sub.register_forward_pre_hook(
-            lambda mod, inp, name=name: seen.append((name, mod, inp[0])) if inp else None)
-        for name, sub in module.named_modules() if isinstance(sub, nn.Embedding)
+            lambda mod, inp, name=name: seen.append((name, mod, inp[0])) if inp else None
+        )
+        for name, sub in module.named_modules()
+        if isinstance(sub, nn.Embedding)
     ]
     failure: Exception | None = None
     try:
@@ -129,8 +131,9 @@ def token_range(module: nn.Module, args: Sequence[torch.Tensor], index: int = 0
                 f"0..{emb.num_embeddings - 1}"
             )
     if failure is not None:
-        raise InputError(f"the module fails on the example input: {first_line(failure)}"
-                         ) from failure
+        raise InputError(
+            f"the module fails on the example input: {first_line(failure)}"
+        ) from failure
     direct = [(name, emb) for name, emb, ids in seen if _same_values(ids, x)]
     if direct:
         name, emb = min(direct, key=lambda d: d[1].num_embeddings)
@@ -162,20 +165,22 @@ class Sampler:
     tokens: TokenRange | None = None
     states: tuple[int, ...] = ()
 
-    def sample(self, batch: int, seq_len: int, gen: torch.Generator
-               ) -> tuple[torch.Tensor, ...]:
+    def sample(self, batch: int, seq_len: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         out = []
         for i, (arg, axes) in enumerate(zip(self.args, self.axes, strict=True)):
             if not axes and i not in self.states:
                 out.append(arg)
                 continue
-            shape = [batch if axes.get(a) == BATCH else seq_len if axes.get(a) == SEQ else d
-                     for a, d in enumerate(arg.shape)]
+            shape = [
+                batch if axes.get(a) == BATCH else seq_len if axes.get(a) == SEQ else d
+                for a, d in enumerate(arg.shape)
+            ]
             out.append(self._draw(i, arg, shape, gen))
         return tuple(out)
 
-    def _draw(self, i: int, arg: torch.Tensor, shape: list[int], gen: torch.Generator
-              ) -> torch.Tensor:
+    def _draw(
+        self, i: int, arg: torch.Tensor, shape: list[int], gen: torch.Generator
+    ) -> torch.Tensor:
         if i == self.index and self.tokens is not None:
             t = self.tokens
             return torch.randint(t.low, t.high + 1, shape, generator=gen).to(arg.dtype)
@@ -190,8 +195,9 @@ class Sampler:
         x = self.args[self.index]
         return next((int(x.shape[a]) for a, n in self.axes[self.index].items() if n == label), 1)
 
-    def split(self, args: Sequence[torch.Tensor], at: int
-              ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def split(
+        self, args: Sequence[torch.Tensor], at: int
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """Inputs cut in two along time: the data input split, every other input as given."""
         seq = next(a for a, n in self.axes[self.index].items() if n == SEQ)
         x = args[self.index]
@@ -201,8 +207,9 @@ class Sampler:
         return tuple(first), tuple(second)
 
 
-def run_eager(module: nn.Module, args: Sequence[torch.Tensor], what: str, advice: str = ""
-              ) -> list[torch.Tensor]:
+def run_eager(
+    module: nn.Module, args: Sequence[torch.Tensor], what: str, advice: str = ""
+) -> list[torch.Tensor]:
     """The module's flattened outputs, or an InputError saying at which inputs it failed."""
     try:
         with torch.inference_mode():
@@ -211,12 +218,15 @@ def run_eager(module: nn.Module, args: Sequence[torch.Tensor], what: str, advice
         raise
     except Exception as exc:  # torch raises anything; the user needs the first line
         shapes = ", ".join(str(tuple(a.shape)) for a in args)
-        raise InputError(f"the module fails {what} (inputs {shapes}): {first_line(exc)}"
-                         f"{'; ' + advice if advice else ''}") from exc
+        raise InputError(
+            f"the module fails {what} (inputs {shapes}): {first_line(exc)}"
+            f"{'; ' + advice if advice else ''}"
+        ) from exc
 
 
-def probe_output_axes(module: nn.Module, sampler: Sampler, hint: str = ""
-                      ) -> tuple[list[dict[int, str]], list[tuple[int, ...]]]:
+def probe_output_axes(
+    module: nn.Module, sampler: Sampler, hint: str = ""
+) -> tuple[list[dict[int, str]], list[tuple[int, ...]]]:
     """Which output dims follow the data input's batch and seq axes, found by running twice.
 
     Returns the axes of each output and its shape on the example.
@@ -228,14 +238,18 @@ def probe_output_axes(module: nn.Module, sampler: Sampler, hint: str = ""
     resized = sampler.sample(b1, t1, torch.Generator().manual_seed(0))
     out1 = run_eager(module, resized, f"at batch={b1} seq_len={t1}", hint)
     if len(out0) != len(out1):
-        raise InputError(f"the module returns {len(out0)} outputs on the example and "
-                         f"{len(out1)} at batch={b1} seq_len={t1}; export needs a fixed count")
+        raise InputError(
+            f"the module returns {len(out0)} outputs on the example and "
+            f"{len(out1)} at batch={b1} seq_len={t1}; export needs a fixed count"
+        )
     axes_list = []
     for o0, o1 in zip(out0, out1, strict=True):
         axes: dict[int, str] = {}
         if o0.dim() != o1.dim():
-            raise InputError(f"an output has rank {o0.dim()} on the example and {o1.dim()} at "
-                             f"batch={b1} seq_len={t1}; export needs a fixed rank")
+            raise InputError(
+                f"an output has rank {o0.dim()} on the example and {o1.dim()} at "
+                f"batch={b1} seq_len={t1}; export needs a fixed rank"
+            )
         for i, (d0, d1) in enumerate(zip(o0.shape, o1.shape, strict=True)):
             if d0 == d1:
                 continue

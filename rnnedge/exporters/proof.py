@@ -40,17 +40,20 @@ def declared_frozen(spec: RnnSpec, path: Path) -> list[str]:
 def advice(exporter: str, cell_loops: list[str], batch_first: bool) -> str:
     """What to change when a file is wrong at other shapes: the loop, or the other exporter."""
     if cell_loops:
-        return (f"the model loops over {', '.join(cell_loops)} in Python, which the exporter "
-                "unrolls to the example length; use nn.RNN/nn.LSTM/nn.GRU over the whole "
-                "sequence instead")
+        return (
+            f"the model loops over {', '.join(cell_loops)} in Python, which the exporter "
+            "unrolls to the example length; use nn.RNN/nn.LSTM/nn.GRU over the whole "
+            "sequence instead"
+        )
     if exporter == "dynamo":
         extra = "" if batch_first else " (time-major graphs get Reshape constants baked in)"
         return f"re-export with exporter='torchscript'{extra}"
     return "re-export with exporter='dynamo' or simplify the model's control flow"
 
 
-def grid_for(plan: Plan, spec: RnnSpec, shapes: Sequence[tuple[int, int]] | None
-             ) -> list[tuple[int, int]]:
+def grid_for(
+    plan: Plan, spec: RnnSpec, shapes: Sequence[tuple[int, int]] | None
+) -> list[tuple[int, int]]:
     """The (batch, seq_len) pairs to verify at; batch stays 1 for a graph without a batch."""
     x = plan.args[0]
     example_b = 1 if spec.batch_axis is None else int(x.shape[spec.batch_axis])
@@ -60,8 +63,9 @@ def grid_for(plan: Plan, spec: RnnSpec, shapes: Sequence[tuple[int, int]] | None
     return grid
 
 
-def compare(plan: Plan, tmp: Path, grid: Sequence[tuple[int, int]], tolerance: Tolerance
-            ) -> ParityReport:
+def compare(
+    plan: Plan, tmp: Path, grid: Sequence[tuple[int, int]], tolerance: Tolerance
+) -> ParityReport:
     """Eager PyTorch and ONNX Runtime on the same inputs, drawn as the module accepts them."""
     torch = require("torch", "rnnedge export")
     from rnnedge.modeling.torch_runner import TorchRunner
@@ -69,12 +73,16 @@ def compare(plan: Plan, tmp: Path, grid: Sequence[tuple[int, int]], tolerance: T
 
     gen = torch.Generator().manual_seed(0)
     feeds_list = [
-        {n: a.numpy() for n, a in zip(plan.input_names, plan.sampler.sample(b, t, gen),
-                                      strict=True)}
+        {
+            n: a.numpy()
+            for n, a in zip(plan.input_names, plan.sampler.sample(b, t, gen), strict=True)
+        }
         for b, t in grid
     ]
-    with TorchRunner(plan.module, plan.input_names, plan.output_names) as ref, \
-            OrtCpuRunner(tmp) as ort_runner:
+    with (
+        TorchRunner(plan.module, plan.input_names, plan.output_names) as ref,
+        OrtCpuRunner(tmp) as ort_runner,
+    ):
         report = ParityReport(ref.name, tolerance)
         for (b, t), feeds in zip(grid, feeds_list, strict=True):
             try:
@@ -84,13 +92,15 @@ def compare(plan: Plan, tmp: Path, grid: Sequence[tuple[int, int]], tolerance: T
             except Exception as exc:  # the user's module may raise anything
                 from rnnedge.exporters.probe import first_line
 
-                raise InputError(f"the module fails at batch={b} seq_len={t}: "
-                                 f"{first_line(exc)}") from exc
+                raise InputError(
+                    f"the module fails at batch={b} seq_len={t}: {first_line(exc)}"
+                ) from exc
             actual: Mapping[str, np.ndarray] | Exception
             try:
                 actual = ort_runner.infer(feeds)
             except (RnnEdgeError, RuntimeError, ValueError) as exc:
                 actual = exc
             report.comparisons.extend(
-                compare_outputs(ort_runner.name, b, t, expected, actual, tolerance))
+                compare_outputs(ort_runner.name, b, t, expected, actual, tolerance)
+            )
     return report

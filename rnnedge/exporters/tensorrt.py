@@ -79,22 +79,37 @@ def spec_for_file(onnx_path: Path) -> RnnSpec:
 
 
 def wanted_manifest(
-    trt: Any, onnx_path: Path, profiles: dict[str, Profile], precision: str,
-    builder: dict[str, Any], device_id: int = 0,
+    trt: Any,
+    onnx_path: Path,
+    profiles: dict[str, Profile],
+    precision: str,
+    builder: dict[str, Any],
+    device_id: int = 0,
 ) -> Manifest:
     """The manifest a build of `onnx_path` with these settings would get here, now."""
     env = environment(trt, device_id)
-    return Manifest(env["tensorrt_version"], env["gpu_name"], env["compute_capability"],
-                    env["cuda_version"], sha256_file(onnx_path), profiles, precision,
-                    builder, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return Manifest(
+        env["tensorrt_version"],
+        env["gpu_name"],
+        env["compute_capability"],
+        env["cuda_version"],
+        sha256_file(onnx_path),
+        profiles,
+        precision,
+        builder,
+        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
-def builder_settings(trt: Any, precision: str, workspace_gb: float,
-                     allow_tf32: bool) -> dict[str, Any]:
+def builder_settings(
+    trt: Any, precision: str, workspace_gb: float, allow_tf32: bool
+) -> dict[str, Any]:
     """The builder settings a plan depends on, as recorded in its manifest."""
-    return {"workspace_gb": float(workspace_gb),
-            "strongly_typed": precision == "typed" or trt_major(trt) >= 11,
-            "tf32": bool(allow_tf32)}
+    return {
+        "workspace_gb": float(workspace_gb),
+        "strongly_typed": precision == "typed" or trt_major(trt) >= 11,
+        "tf32": bool(allow_tf32),
+    }
 
 
 def _parser_error(err: Any) -> str:
@@ -115,7 +130,8 @@ def check_precision(trt: Any, precision: str) -> None:
             f"TensorRT {trt.__version__} builds strongly typed networks only: BuilderFlag.FP16 "
             "is gone and precision comes from the ONNX tensor types. Convert the model to an "
             "fp16-typed ONNX (rnnedge.runtime.backends.ort_cuda.convert_fp16(src, dst)) and build "
-            "that file with precision='typed'")
+            "that file with precision='typed'"
+        )
 
 
 def build_engine(
@@ -166,12 +182,16 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise ExportError(f"TensorRT's ONNX parser rejected '{onnx_path}': "
-                          f"{'; '.join(errors) or 'no error recorded'}")
+        raise ExportError(
+            f"TensorRT's ONNX parser rejected '{onnx_path}': "
+            f"{'; '.join(errors) or 'no error recorded'}"
+        )
     names = [network.get_input(i).name for i in range(network.num_inputs)]
     if sorted(names) != sorted(profiles):
-        raise InputError(f"the network's inputs {names} differ from the profile's "
-                         f"{sorted(profiles)}; pass the spec that belongs to this file")
+        raise InputError(
+            f"the network's inputs {names} differ from the profile's "
+            f"{sorted(profiles)}; pass the spec that belongs to this file"
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if precision == "fp16":
@@ -185,14 +205,15 @@ def build_engine(
     cache = None
     if timing_cache is not None:
         cache_file = Path(timing_cache)
-        cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file()
-                                           else b"")
+        cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
     manifest = wanted_manifest(trt, onnx_path, profiles, precision, settings, device_id)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ExportError(f"TensorRT built no engine for '{onnx_path}': "
-                          f"{' | '.join(logger.messages[-5:]) or 'no message logged'}")
+        raise ExportError(
+            f"TensorRT built no engine for '{onnx_path}': "
+            f"{' | '.join(logger.messages[-5:]) or 'no message logged'}"
+        )
     manifest_path(plan_path).unlink(missing_ok=True)  # a plan is never left beside a stale one
     atomic_write_bytes(plan_path, bytes(serialized))
     manifest.write(manifest_path(plan_path))
@@ -232,13 +253,17 @@ def ensure_engine(
         raise ModelFileError(f"model file '{onnx_path}' does not exist (expected an .onnx file)")
     plan = Path(plan_path) if plan_path else default_plan_path(onnx_path, precision)
     check_precision(trt, precision)
-    profiles = profiles_from_ranges(build.get("spec") or spec_for_file(onnx_path),
-                                    build.get("batch", (1, 1, 1)),
-                                    build.get("seq_len", (1, 64, 1024)))
-    settings = builder_settings(trt, precision, build.get("workspace_gb", 2.0),
-                                build.get("allow_tf32", False))
-    wanted = wanted_manifest(trt, onnx_path, profiles, precision, settings,
-                             int(build.get("device_id", 0)))
+    profiles = profiles_from_ranges(
+        build.get("spec") or spec_for_file(onnx_path),
+        build.get("batch", (1, 1, 1)),
+        build.get("seq_len", (1, 64, 1024)),
+    )
+    settings = builder_settings(
+        trt, precision, build.get("workspace_gb", 2.0), build.get("allow_tf32", False)
+    )
+    wanted = wanted_manifest(
+        trt, onnx_path, profiles, precision, settings, int(build.get("device_id", 0))
+    )
     try:
         on_disk = Manifest.read(manifest_path(plan)) if plan.is_file() else None
     except ModelFileError as exc:  # an unreadable manifest is a reason to rebuild
@@ -286,19 +311,25 @@ class EngineFromOnnx:
         self.plan_path = Path(plan_path) if plan_path is not None else None
         self.device_id = int(device_id)
         self.build: dict[str, Any] = {
-            "batch": check_range("batch", batch), "seq_len": check_range("seq_len", seq_len),
-            "precision": precision, "timing_cache": timing_cache,
-            "workspace_gb": float(workspace_gb), "allow_tf32": bool(allow_tf32), "spec": spec,
-            "device_id": self.device_id}
+            "batch": check_range("batch", batch),
+            "seq_len": check_range("seq_len", seq_len),
+            "precision": precision,
+            "timing_cache": timing_cache,
+            "workspace_gb": float(workspace_gb),
+            "allow_tf32": bool(allow_tf32),
+            "spec": spec,
+            "device_id": self.device_id,
+        }
         self.reused: bool | None = None
         self.reason = ""
 
     def __call__(self) -> Path:
-        plan, self.reused, self.reason = ensure_engine(self.onnx_path, self.plan_path,
-                                                       **self.build)
+        plan, self.reused, self.reason = ensure_engine(self.onnx_path, self.plan_path, **self.build)
         return plan
 
     def __repr__(self) -> str:
-        return (f"EngineFromOnnx('{self.onnx_path}', batch={self.build['batch']}, "
-                f"seq_len={self.build['seq_len']}, precision='{self.build['precision']}', "
-                f"device_id={self.device_id})")
+        return (
+            f"EngineFromOnnx('{self.onnx_path}', batch={self.build['batch']}, "
+            f"seq_len={self.build['seq_len']}, precision='{self.build['precision']}', "
+            f"device_id={self.device_id})"
+        )

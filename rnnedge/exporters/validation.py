@@ -51,14 +51,20 @@ class Validation:
     batch_first: bool | None = None
 
     @classmethod
-    def from_values(cls, values: np.ndarray, window: int, *, target_index: Sequence[int] = (0,),
-                    warmup: int | None = None, source: str = "validation rows") -> Validation:
+    def from_values(
+        cls,
+        values: np.ndarray,
+        window: int,
+        *,
+        target_index: Sequence[int] = (0,),
+        warmup: int | None = None,
+        source: str = "validation rows",
+    ) -> Validation:
         """Next-step windows over raw rows (T, F), as `rnnedge train` scores its model
         (warm-up: a quarter of the window, as training uses)."""
         from rnnedge.modeling.data import make_windows
 
-        x, y = make_windows(np.asarray(values, dtype=np.float64), window,
-                            target_index=target_index)
+        x, y = make_windows(np.asarray(values, dtype=np.float64), window, target_index=target_index)
         return cls(x, y, window // 4 if warmup is None else warmup, source, batch_first=True)
 
     @classmethod
@@ -68,11 +74,14 @@ class Validation:
         window = getattr(checkpoint, "window", None)
         norm = getattr(checkpoint, "normalization", None)
         if values is None or window is None:
-            raise InputError(f"{source} carries no validation split (written by an older "
-                             "rnnedge train); retrain it, or pass validation=(x, y) / --data")
+            raise InputError(
+                f"{source} carries no validation split (written by an older "
+                "rnnedge train); retrain it, or pass validation=(x, y) / --data"
+            )
         targets = tuple(norm.target_index) if norm is not None else (0,)
-        return cls.from_values(values, int(window), target_index=targets,
-                               source=f"{source} validation split")
+        return cls.from_values(
+            values, int(window), target_index=targets, source=f"{source} validation split"
+        )
 
 
 def as_validation(validation: Any) -> Validation:
@@ -80,15 +89,19 @@ def as_validation(validation: Any) -> Validation:
     if isinstance(validation, Validation):
         return validation
     if validation is None:
-        raise InputError("a reduced precision is judged on validation data and none was "
-                         "given; pass validation=(x, y), --data, or a checkpoint from "
-                         "`rnnedge train` (it carries its validation split)")
+        raise InputError(
+            "a reduced precision is judged on validation data and none was "
+            "given; pass validation=(x, y), --data, or a checkpoint from "
+            "`rnnedge train` (it carries its validation split)"
+        )
     if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-        raise InputError(f"validation must be a pair (x, y) of arrays, got "
-                         f"{type(validation).__name__}")
+        raise InputError(
+            f"validation must be a pair (x, y) of arrays, got {type(validation).__name__}"
+        )
     try:
-        return Validation(np.asarray(validation[0], dtype=np.float64),
-                          np.asarray(validation[1], dtype=np.float64))
+        return Validation(
+            np.asarray(validation[0], dtype=np.float64), np.asarray(validation[1], dtype=np.float64)
+        )
     except (TypeError, ValueError) as exc:
         raise InputError(f"validation (x, y) must be numeric arrays ({exc})") from exc
 
@@ -103,11 +116,15 @@ def check_validation(v: Validation, spec: RnnSpec) -> Validation:
     features = x_spec.shape[-1] if len(x_spec.shape) == 3 else None
     layout = "(batch, seq_len, features)" if spec.batch_first else "(seq_len, batch, features)"
     if x.ndim != 3 or (isinstance(features, int) and x.shape[2] != features):
-        raise InputError(f"{v.source}: x has shape {tuple(x.shape)}; this model expects "
-                         f"{layout} with features={features}")
+        raise InputError(
+            f"{v.source}: x has shape {tuple(x.shape)}; this model expects "
+            f"{layout} with features={features}"
+        )
     if y.ndim != 3 or y.shape[:2] != x.shape[:2]:
-        raise InputError(f"{v.source}: y has shape {tuple(y.shape)}; expected the model's "
-                         f"output for x {tuple(x.shape)}: the same first two axes, then outputs")
+        raise InputError(
+            f"{v.source}: y has shape {tuple(y.shape)}; expected the model's "
+            f"output for x {tuple(x.shape)}: the same first two axes, then outputs"
+        )
     if isinstance(v.warmup, bool) or not isinstance(v.warmup, int) or v.warmup < 0:
         raise InputError(f"{v.source}: warmup must be a whole number ≥ 0, got {v.warmup!r}")
     steps, batch = x.shape[spec.seq_axis], x.shape[spec.batch_axis]
@@ -116,16 +133,18 @@ def check_validation(v: Validation, spec: RnnSpec) -> Validation:
         raise InputError(
             f"{v.source} is too short: {batch} sequence(s) of {steps} steps, {v.warmup} "
             f"warm-up steps left out, give {scored} scored values; the gate needs "
-            f"≥ {MIN_VALUES} (pass more or longer sequences)")
+            f"≥ {MIN_VALUES} (pass more or longer sequences)"
+        )
     for name, arr in (("x", x), ("y", y)):
         if not np.isfinite(arr).all():
-            raise InputError(f"{v.source}: {name} holds NaN or Inf values; the gate needs "
-                             "finite data (clean or drop those rows)")
+            raise InputError(
+                f"{v.source}: {name} holds NaN or Inf values; the gate needs "
+                "finite data (clean or drop those rows)"
+            )
     return Validation(x, y, v.warmup, v.source, spec.batch_first)
 
 
-def predict(runner: Runner, spec: RnnSpec, x: np.ndarray) -> tuple[np.ndarray,
-                                                                   np.ndarray | None]:
+def predict(runner: Runner, spec: RnnSpec, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(full pass, streamed one step at a time or None) in data units, through `Model`.
 
     Both paths are scored because they differ under dynamic int8: activations are quantized
@@ -140,8 +159,10 @@ def predict(runner: Runner, spec: RnnSpec, x: np.ndarray) -> tuple[np.ndarray,
         streamed = None
         if spec.streamable:
             stream = model.stream(batch=x.shape[spec.batch_axis])
-            steps = [stream.step(np.take(x, [t], axis=spec.seq_axis))
-                     for t in range(x.shape[spec.seq_axis])]
+            steps = [
+                stream.step(np.take(x, [t], axis=spec.seq_axis))
+                for t in range(x.shape[spec.seq_axis])
+            ]
             streamed = np.concatenate(steps, axis=spec.seq_axis).astype(np.float64)
     return np.asarray(full, dtype=np.float64), streamed
 
@@ -149,14 +170,19 @@ def predict(runner: Runner, spec: RnnSpec, x: np.ndarray) -> tuple[np.ndarray,
 def score(metric: Metric, v: Validation, pred: np.ndarray, spec: RnnSpec, what: str) -> float:
     """The metric over the scored steps; a metric that fails or returns no number is refused."""
     if pred.shape != v.y.shape:
-        raise InputError(f"{v.source}: y has shape {tuple(v.y.shape)} but the model outputs "
-                         f"{tuple(pred.shape)} for x {tuple(v.x.shape)}; pass targets shaped "
-                         "like the model's output")
+        raise InputError(
+            f"{v.source}: y has shape {tuple(v.y.shape)} but the model outputs "
+            f"{tuple(pred.shape)} for x {tuple(v.x.shape)}; pass targets shaped "
+            "like the model's output"
+        )
     keep = np.arange(v.warmup, pred.shape[spec.seq_axis])
     try:
-        value = metric(np.take(pred, keep, axis=spec.seq_axis),
-                       np.take(v.y, keep, axis=spec.seq_axis))
+        value = metric(
+            np.take(pred, keep, axis=spec.seq_axis), np.take(v.y, keep, axis=spec.seq_axis)
+        )
         return float(value)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"the metric failed on {what} outputs ({exc.__class__.__name__}: "
-                         f"{exc}); it must take (pred, true) arrays and return a number") from exc
+        raise InputError(
+            f"the metric failed on {what} outputs ({exc.__class__.__name__}: "
+            f"{exc}); it must take (pred, true) arrays and return a number"
+        ) from exc

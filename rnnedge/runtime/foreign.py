@@ -63,9 +63,20 @@ from rnnedge.runtime.layouts import check_layout, guess_layout, state_axis
 from rnnedge.runtime.overrides import Overrides, parse_state_arg, parse_state_axes
 from rnnedge.spec import RnnSpec, StatePair, TensorSpec, dims_to_str
 
-__all__ = ["PRODUCER", "RNN_OP_TYPES", "Detection", "check_stored", "detect_spec", "extra_inputs",
-           "parse_state_arg", "parse_state_axes", "resolve_spec", "same_shape_pairs",
-           "state_batch_axis", "survey"]
+__all__ = [
+    "PRODUCER",
+    "RNN_OP_TYPES",
+    "Detection",
+    "check_stored",
+    "detect_spec",
+    "extra_inputs",
+    "parse_state_arg",
+    "parse_state_axes",
+    "resolve_spec",
+    "same_shape_pairs",
+    "state_batch_axis",
+    "survey",
+]
 
 PRODUCER = {"detected": "rnnedge.foreign"}
 RNN_OP_TYPES = ("RNN", "LSTM", "GRU")
@@ -177,8 +188,9 @@ def state_batch_axis(state: TensorSpec) -> int:
     return 1 if len(state.shape) >= 3 else 0
 
 
-def same_shape_pairs(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
-                     ) -> list[tuple[str, str]]:
+def same_shape_pairs(
+    inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+) -> list[tuple[str, str]]:
     """(input, output) of exactly the same declared dtype and shape, each side matched once:
     what to try as `state_names` when names follow no rule. Only a suggestion: a data input
     and its output often match too."""
@@ -223,11 +235,15 @@ class Detection:
                 tips.append(f"--data-input picks another data input ({', '.join(others)})")
         if not self.state_pairs and self.same_shape:
             pairs = ",".join(f"{i}:{o}" for i, o in self.same_shape)
-            tips.append(f"--state {pairs} if those outputs feed those inputs back "
-                        "(equal shapes; names follow no rule)")
+            tips.append(
+                f"--state {pairs} if those outputs feed those inputs back "
+                "(equal shapes; names follow no rule)"
+            )
         if self.layout is not None:
-            tips.append(f"--layout (layout=) if '{self.layout}' is not the data's axes "
-                        "(B batch, T time, one letter per axis)")
+            tips.append(
+                f"--layout (layout=) if '{self.layout}' is not the data's axes "
+                "(B batch, T time, one letter per axis)"
+            )
         return tips
 
 
@@ -246,33 +262,42 @@ def _data_candidates(inputs: Sequence[TensorSpec], states: set[str]) -> list[str
 
 
 def _detect(
-    inputs: list[TensorSpec], outputs: list[TensorSpec], o: Overrides, source: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    o: Overrides,
+    source: str,
     found: Detection,
 ) -> RnnSpec:
     """Fill `found` step by step; raise at the first step that cannot be completed."""
     for what, name, kind in o.tensor_names():
-        if what.startswith("data") and all(t.name != name for t in
-                                           (inputs if kind == "input" else outputs)):
-            raise InputError(f"{source}: {what} '{name}' is not in the graph; it has "
-                             f"{_graph(inputs, outputs)}")
+        if what.startswith("data") and all(
+            t.name != name for t in (inputs if kind == "input" else outputs)
+        ):
+            raise InputError(
+                f"{source}: {what} '{name}' is not in the graph; it has {_graph(inputs, outputs)}"
+            )
     data_input, data_output = o.data_input, o.data_output
     if o.state_names is not None:
         raw = _explicit_pairs(o.state_names, inputs, outputs, source)
     else:
-        raw = _detected_pairs([t for t in inputs if t.name != data_input],
-                              [t for t in outputs if t.name != data_output], source)
+        raw = _detected_pairs(
+            [t for t in inputs if t.name != data_input],
+            [t for t in outputs if t.name != data_output],
+            source,
+        )
     state_in, state_out = {i.name for i, _ in raw}, {p.name for _, p in raw}
     found.state_pairs = [StatePair(i.name, p.name, None) for i, p in raw]
-    for what, name, states in (("input", data_input, state_in),
-                               ("output", data_output, state_out)):
+    for what, name, states in (("input", data_input, state_in), ("output", data_output, state_out)):
         if name in states:
             raise InputError(f"{source}: data {what} '{name}' is also named as a state")
     found.data_candidates = _data_candidates(inputs, state_in)
     found.stage = "data input"
     unknown_axes = sorted(set(o.state_batch_axis) - state_in)
     if unknown_axes:
-        raise InputError(f"{source}: state_batch_axis names {unknown_axes}, which are not state "
-                         f"inputs; the state inputs are {sorted(state_in) or 'none'}")
+        raise InputError(
+            f"{source}: state_batch_axis names {unknown_axes}, which are not state "
+            f"inputs; the state inputs are {sorted(state_in) or 'none'}"
+        )
     if data_input is None:
         if not found.data_candidates:
             raise InputError(
@@ -296,8 +321,10 @@ def _detect(
     found.same_shape = same_shape_pairs(left_in, left_out)
     data = _tensor(inputs, data_input)
     if not data.dtype.startswith(_NUMERIC):
-        raise InputError(f"{source}: data input '{data_input}' has dtype {data.dtype}; a "
-                         "sequence input holds numbers (float features or integer tokens)")
+        raise InputError(
+            f"{source}: data input '{data_input}' has dtype {data.dtype}; a "
+            "sequence input holds numbers (float features or integer tokens)"
+        )
     states = [i for i, _ in raw]
     if o.layout is not None:
         layout: str | None = check_layout(o.layout, data)
@@ -307,13 +334,19 @@ def _detect(
         layout, batch_first, found.layout_reason = guess_layout(data, states, o.batch_first)
     letters = layout or ("BTF" if batch_first else "TBF")
     found.layout = letters
-    found.state_pairs = [StatePair(i.name, p.name, state_axis(i, data, letters,
-                                                              o.state_batch_axis))
-                         for i, p in raw]
-    spec = RnnSpec(inputs=inputs, outputs=outputs, data_input=data_input,
-                   data_output=data_output, state_pairs=list(found.state_pairs),
-                   batch_first=batch_first, producer=dict(PRODUCER),
-                   layout=None if layout in ("BTF", "TBF") else layout)
+    found.state_pairs = [
+        StatePair(i.name, p.name, state_axis(i, data, letters, o.state_batch_axis)) for i, p in raw
+    ]
+    spec = RnnSpec(
+        inputs=inputs,
+        outputs=outputs,
+        data_input=data_input,
+        data_output=data_output,
+        state_pairs=list(found.state_pairs),
+        batch_first=batch_first,
+        producer=dict(PRODUCER),
+        layout=None if layout in ("BTF", "TBF") else layout,
+    )
     try:
         spec.validate(source)
     except ModelFileError as exc:  # what the user gave does not fit the graph
@@ -350,46 +383,57 @@ def detect_spec(
 
 
 def survey(
-    inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, source: str = "model",
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    *,
+    source: str = "model",
     **overrides: Any,
 ) -> tuple[RnnSpec | None, Detection]:
     """`detect_spec` that never raises for the graph's sake: the spec (None when incomplete)
     and how far detection got, with the error that stopped it."""
     found = Detection()
     try:
-        return _detect(list(inputs), list(outputs), Overrides.of(**overrides), source,
-                       found), found
+        return _detect(list(inputs), list(outputs), Overrides.of(**overrides), source, found), found
     except InputError as exc:
         found.error = str(exc)
         return None, found
 
 
-def check_stored(spec: RnnSpec, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-                 source: str) -> None:
+def check_stored(
+    spec: RnnSpec, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], source: str
+) -> None:
     """A stored spec must describe the graph it sits in: the same tensors, dtypes and ranks,
     and equal dims wherever both fix one; anything else is a broken file, not bad input."""
     problems = []
-    for kind, declared, graph in (("input", spec.inputs, inputs), ("output", spec.outputs,
-                                                                   outputs)):
+    for kind, declared, graph in (
+        ("input", spec.inputs, inputs),
+        ("output", spec.outputs, outputs),
+    ):
         actual = {t.name: t for t in graph}
         for t in declared:
             g = actual.get(t.name)
             if g is None:
                 problems.append(f"{kind} '{t.name}' is not in the graph")
             elif g.dtype != t.dtype:
-                problems.append(f"{kind} '{t.name}' is {t.dtype} in the spec, {g.dtype} in the "
-                                "graph")
+                problems.append(
+                    f"{kind} '{t.name}' is {t.dtype} in the spec, {g.dtype} in the graph"
+                )
             elif len(g.shape) != len(t.shape) or any(
-                    isinstance(a, int) and isinstance(b, int) and a != b
-                    for a, b in zip(g.shape, t.shape, strict=True)):
-                problems.append(f"{kind} '{t.name}' is {dims_to_str(t.shape)} in the spec, "
-                                f"{dims_to_str(g.shape)} in the graph")
+                isinstance(a, int) and isinstance(b, int) and a != b
+                for a, b in zip(g.shape, t.shape, strict=True)
+            ):
+                problems.append(
+                    f"{kind} '{t.name}' is {dims_to_str(t.shape)} in the spec, "
+                    f"{dims_to_str(g.shape)} in the graph"
+                )
     missing = sorted({t.name for t in inputs} - {t.name for t in spec.inputs})
     if missing:
         problems.append(f"graph inputs {missing} are missing from the spec")
     if problems:
-        raise ModelFileError(f"{source}: its rnnedge spec contradicts its graph: "
-                             f"{'; '.join(problems[:4])}; re-export the model with rnnedge")
+        raise ModelFileError(
+            f"{source}: its rnnedge spec contradicts its graph: "
+            f"{'; '.join(problems[:4])}; re-export the model with rnnedge"
+        )
 
 
 def resolve_spec(session: Any, *, source: str = "model", **overrides: Any) -> RnnSpec:
@@ -410,8 +454,9 @@ def resolve_spec(session: Any, *, source: str = "model", **overrides: Any) -> Rn
         return _detect(inputs, outputs, o, source, Detection())
     for what, name, kind in o.tensor_names():
         if all(t.name != name for t in (inputs if kind == "input" else outputs)):
-            raise InputError(f"{source}: {what} '{name}' is not a graph {kind}; it has "
-                             f"{_graph(inputs, outputs)}")
+            raise InputError(
+                f"{source}: {what} '{name}' is not a graph {kind}; it has {_graph(inputs, outputs)}"
+            )
     check_stored(stored, inputs, outputs, source)
     return stored
 

@@ -31,8 +31,10 @@ def _count(value: Any, what: str, low: int) -> int:
     if isinstance(value, np.integer):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 2**31 - 1:
-        raise InputError(f"{what} must be a whole number ≥ {low} (samples along the data "
-                         f"input's time axis), got {value!r}")
+        raise InputError(
+            f"{what} must be a whole number ≥ {low} (samples along the data "
+            f"input's time axis), got {value!r}"
+        )
     return value
 
 
@@ -79,8 +81,10 @@ class Framer:
         if self.calls is not None:
             need = self.calls - self.context
             if need < 1:
-                raise InputError(f"context {self.context} leaves no room for new steps in the "
-                                 f"{self.calls} steps per call '{data.name}' declares")
+                raise InputError(
+                    f"context {self.context} leaves no room for new steps in the "
+                    f"{self.calls} steps per call '{data.name}' declares"
+                )
             if self.frame is not None and self.frame != need:
                 raise InputError(
                     f"context {self.context} + frame {self.frame} = {self.context + self.frame} "
@@ -123,12 +127,21 @@ class Framer:
         pending = as_array(state[PENDING_KEY], f"state '{PENDING_KEY}'")
         want = self._zeros(self.context).shape
         if ctx.shape != want or ctx.dtype.kind != self.dtype.kind:
-            raise InputError(f"state '{CONTEXT_KEY}' is {ctx.dtype} {tuple(ctx.shape)}; this "
-                             f"stream carries {self.dtype} {want} (context={self.context})")
+            raise InputError(
+                f"state '{CONTEXT_KEY}' is {ctx.dtype} {tuple(ctx.shape)}; this "
+                f"stream carries {self.dtype} {want} (context={self.context})"
+            )
         most = (self.frame or 1) - 1
-        ok = (pending.ndim == len(self.shape) and pending.dtype.kind == self.dtype.kind and all(
-            n == d for i, (n, d) in enumerate(zip(pending.shape, self.shape, strict=True))
-            if i != self.t) and pending.shape[self.t] <= most)
+        ok = (
+            pending.ndim == len(self.shape)
+            and pending.dtype.kind == self.dtype.kind
+            and all(
+                n == d
+                for i, (n, d) in enumerate(zip(pending.shape, self.shape, strict=True))
+                if i != self.t
+            )
+            and pending.shape[self.t] <= most
+        )
         if not ok:
             raise InputError(
                 f"state '{PENDING_KEY}' is {pending.dtype} {tuple(pending.shape)}; this stream "
@@ -204,8 +217,9 @@ class Framer:
             ctx = self._cut(call, call.shape[self.t] - self.context, None)
         return fed, np.ascontiguousarray(ctx), rest
 
-    def join(self, outputs: Sequence[np.ndarray], empty: tuple[int, ...] | None,
-             dtype: np.dtype | None) -> np.ndarray:
+    def join(
+        self, outputs: Sequence[np.ndarray], empty: tuple[int, ...] | None, dtype: np.dtype | None
+    ) -> np.ndarray:
         """One output per call, joined along the output's time axis (or stacked on a new axis
         where the input has its time axis, when the output has none)."""
         if self.frame is None and len(outputs) == 1:

@@ -17,9 +17,15 @@ MISSING_POLICIES = ("raise", "zero", "ffill", "interpolate")
 POLICY_HINT = "pass --nan-policy zero, ffill or interpolate (nan_policy= in the API) to fill gaps"
 
 
-def fill_missing(values: np.ndarray, policy: str, *, columns: Sequence[str] | None = None,
-                 where: Callable[[int], str] | None = None, what: str = "data",
-                 carry: np.ndarray | None = None) -> np.ndarray:
+def fill_missing(
+    values: np.ndarray,
+    policy: str,
+    *,
+    columns: Sequence[str] | None = None,
+    where: Callable[[int], str] | None = None,
+    what: str = "data",
+    carry: np.ndarray | None = None,
+) -> np.ndarray:
     """Apply one missing-value policy to (T, F) data along time (axis 0); returns a new array.
 
     `ffill` fills a gap with the last value before it (from `carry` — the previous chunk's last
@@ -29,8 +35,11 @@ def fill_missing(values: np.ndarray, policy: str, *, columns: Sequence[str] | No
     """
     if policy not in MISSING_POLICIES:
         raise InputError(f"nan policy {policy!r} is not one of {', '.join(MISSING_POLICIES)}")
-    x = np.array(values, dtype=np.float64 if np.asarray(values).dtype.kind != "f"
-                 else np.asarray(values).dtype, copy=True)
+    x = np.array(
+        values,
+        dtype=np.float64 if np.asarray(values).dtype.kind != "f" else np.asarray(values).dtype,
+        copy=True,
+    )
     gaps = np.isnan(x)
     if not gaps.any():
         return x
@@ -45,8 +54,11 @@ def fill_missing(values: np.ndarray, policy: str, *, columns: Sequence[str] | No
         x[gaps] = 0.0
         return x
     if policy == "ffill":
-        prev = (np.asarray(carry, dtype=x.dtype).reshape(x.shape[1:]) if carry is not None
-                else np.zeros(x.shape[1:], dtype=x.dtype))
+        prev = (
+            np.asarray(carry, dtype=x.dtype).reshape(x.shape[1:])
+            if carry is not None
+            else np.zeros(x.shape[1:], dtype=x.dtype)
+        )
         for t in range(x.shape[0]):
             row = x[t]
             row[gaps[t]] = prev[gaps[t]]
@@ -58,8 +70,9 @@ def fill_missing(values: np.ndarray, policy: str, *, columns: Sequence[str] | No
         col_gaps = np.isnan(flat[:, j])
         if col_gaps.all():
             name = repr(columns[j]) if columns is not None else str(j)
-            raise InputError(f"column {name} has no value at all in {what}; nothing to "
-                             "interpolate from")
+            raise InputError(
+                f"column {name} has no value at all in {what}; nothing to interpolate from"
+            )
         if col_gaps.any():
             flat[col_gaps, j] = np.interp(t_idx[col_gaps], t_idx[~col_gaps], flat[~col_gaps, j])
     return flat.reshape(x.shape)

@@ -9,6 +9,7 @@ integers are never cast from floats or strings, and a scalar stays rank 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,26 +59,33 @@ def _dtype_fits(arr: np.ndarray, declared: str, what: str) -> np.dtype:
     kind = arr.dtype.kind
     if want.kind == "f":
         if kind != "f":
-            raise InputError(f"{what} has dtype {arr.dtype}; expected floating point "
-                             f"({declared})")
+            raise InputError(f"{what} has dtype {arr.dtype}; expected floating point ({declared})")
     elif want.kind in "iu":
         if kind not in "iu":
-            raise InputError(f"{what} has dtype {arr.dtype}; the model takes integers "
-                             f"({declared}), and other values are not cast to them")
+            raise InputError(
+                f"{what} has dtype {arr.dtype}; the model takes integers "
+                f"({declared}), and other values are not cast to them"
+            )
         if arr.size and arr.dtype != want:
             info = np.iinfo(want)
             lo, hi = int(arr.min()), int(arr.max())
             if lo < info.min or hi > info.max:
-                raise InputError(f"{what} holds {lo}..{hi}, outside {declared} "
-                                 f"({info.min}..{info.max})")
+                raise InputError(
+                    f"{what} holds {lo}..{hi}, outside {declared} ({info.min}..{info.max})"
+                )
     elif want.kind == "b" and kind != "b":
         raise InputError(f"{what} has dtype {arr.dtype}; expected booleans ({declared})")
     return want
 
 
 def check_sequence(
-    x: Any, spec: RnnSpec, what: str = "x", nan_policy: str = "raise",
-    carry: np.ndarray | None = None, *, free_time: bool = False,
+    x: Any,
+    spec: RnnSpec,
+    what: str = "x",
+    nan_policy: str = "raise",
+    carry: np.ndarray | None = None,
+    *,
+    free_time: bool = False,
 ) -> np.ndarray:
     """`x` as a contiguous array of the model's dtype, or an InputError saying what is wrong.
 
@@ -107,14 +115,16 @@ def check_sequence(
                 f"fixes the batch at {dim}: run one sequence per call or stream, layout "
                 f"{expected_layout(spec)}"
             )
-        name = {"T": "steps", "F": "features", "C": "channels"}.get(letter,
-                                                                   f"values on axis {axis}")
+        name = {"T": "steps", "F": "features", "C": "channels"}.get(
+            letter, f"values on axis {axis}"
+        )
         raise InputError(
             f"{what} has {arr.shape[axis]} {name} (shape {tuple(arr.shape)}); the model "
             f"expects {dim}, layout {expected_layout(spec)}"
         )
     if any(n == 0 for a, n in enumerate(arr.shape) if a != t) or (
-            arr.shape[t] == 0 and not free_time):
+        arr.shape[t] == 0 and not free_time
+    ):
         raise InputError(
             f"{what} is empty (shape {tuple(arr.shape)}); expected at least one step and one "
             f"sequence, layout {expected_layout(spec)}"
@@ -129,8 +139,9 @@ def check_sequence(
     return arr
 
 
-def _fill(arr: np.ndarray, seq_axis: int, policy: str,
-          carry: np.ndarray | None = None) -> np.ndarray:
+def _fill(
+    arr: np.ndarray, seq_axis: int, policy: str, carry: np.ndarray | None = None
+) -> np.ndarray:
     """Replace non-finite values: with 0, or with the last finite value along time."""
     out = arr.copy()
     bad = ~np.isfinite(out)
@@ -139,8 +150,11 @@ def _fill(arr: np.ndarray, seq_axis: int, policy: str,
         return out
     moved = np.moveaxis(out, seq_axis, 0)
     bad_m = np.moveaxis(bad, seq_axis, 0)
-    first = (np.asarray(carry, dtype=out.dtype) if carry is not None
-             and np.shape(carry) == moved[0].shape else np.zeros_like(moved[0]))
+    first = (
+        np.asarray(carry, dtype=out.dtype)
+        if carry is not None and np.shape(carry) == moved[0].shape
+        else np.zeros_like(moved[0])
+    )
     for t in range(moved.shape[0]):
         prev = moved[t - 1] if t else first
         moved[t][bad_m[t]] = prev[bad_m[t]]
@@ -182,9 +196,19 @@ def check_batch(spec: RnnSpec, batch: Any, what: str = "stream batch") -> int:
             f"{what} is {batch}, but this graph runs batch {fixed[0]} only ({fixed[1]}); "
             f"open {batch} streams of batch {fixed[0]} instead"
         )
-    per_row = sum(int(np.prod([d for i, d in enumerate(spec.input(p.input).shape)
-                               if i != p.batch_axis and isinstance(d, int)], dtype=np.int64))
-                  for p in spec.state_pairs)
+    per_row = sum(
+        int(
+            np.prod(
+                [
+                    d
+                    for i, d in enumerate(spec.input(p.input).shape)
+                    if i != p.batch_axis and isinstance(d, int)
+                ],
+                dtype=np.int64,
+            )
+        )
+        for p in spec.state_pairs
+    )
     if per_row and batch * per_row > MAX_STATE_VALUES:
         raise InputError(
             f"{what} is {batch}: its zero state would hold {batch * per_row:,} values, more "
@@ -201,8 +225,10 @@ def state_shape(spec: RnnSpec, name: str, batch: int) -> tuple[int, ...]:
     for axis, d in enumerate(tspec.shape):
         if axis == pair.batch_axis:
             if isinstance(d, int) and d != batch:
-                raise InputError(f"state '{name}' is declared {tuple(tspec.shape)} with batch "
-                                 f"{d} on axis {axis}; batch {batch} does not fit")
+                raise InputError(
+                    f"state '{name}' is declared {tuple(tspec.shape)} with batch "
+                    f"{d} on axis {axis}; batch {batch} does not fit"
+                )
             dims.append(batch)
         elif isinstance(d, int):
             dims.append(d)
@@ -304,8 +330,24 @@ def parse_positive_ints(text: str, what: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise InputError(f"{what} must be comma-separated integers like 1,3; got '{text}'"
-                         ) from exc
+        raise InputError(f"{what} must be comma-separated integers like 1,3; got '{text}'") from exc
     if not values or min(values) < 1:
         raise InputError(f"{what} must be positive integers; got '{text}'")
     return values
+
+
+def check_output(y: np.ndarray, what: str = "the model's output") -> np.ndarray:
+    """Finite input must give finite output: anything else is a broken model or statistics.
+
+    Cheap for the common one-value step (`item()`), a full scan otherwise.
+    """
+    if y.dtype.kind != "f":
+        return y
+    ok = math.isfinite(y.item()) if y.size == 1 else bool(np.isfinite(y).all())
+    if not ok:
+        raise InputError(
+            f"{what} is not finite although the input was; the model's weights or stored "
+            "normalization are broken (re-export it), or the input is far outside the range it "
+            "was trained on"
+        )
+    return y

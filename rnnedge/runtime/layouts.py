@@ -29,7 +29,7 @@ def is_generated(tensor: TensorSpec, axis: int) -> bool:
 
 
 def _hint(tensor: TensorSpec, axis: int) -> str | None:
-    """"B" or "T" when a symbolic dim's own name says which, else None."""
+    """ "B" or "T" when a symbolic dim's own name says which, else None."""
     dim = tensor.shape[axis]
     if not isinstance(dim, str) or is_generated(tensor, axis):
         return None
@@ -90,13 +90,21 @@ def guess_layout(
     hints = [_hint(data, a) for a in range(rank)]
     b = hints.index("B") if hints.count("B") == 1 else None
     t = hints.index("T") if hints.count("T") == 1 else None
-    reasons = [f"dim {data.shape[a]!r} is named like {'batch' if h == 'B' else 'time'}"
-               for a, h in enumerate(hints) if h and a in (b, t)]
+    reasons = [
+        f"dim {data.shape[a]!r} is named like {'batch' if h == 'B' else 'time'}"
+        for a, h in enumerate(hints)
+        if h and a in (b, t)
+    ]
     if b is None:
         batch_dims = _state_batch_dims(states)
         near = (0, 1) if rank == 3 else range(rank)
-        found = [a for a in near if a != t and data.shape[a] in batch_dims
-                 and not (isinstance(data.shape[a], str) and is_generated(data, a))]
+        found = [
+            a
+            for a in near
+            if a != t
+            and data.shape[a] in batch_dims
+            and not (isinstance(data.shape[a], str) and is_generated(data, a))
+        ]
         if len(found) == 1:
             b = found[0]
             reasons.append(f"dim {b} ({data.shape[b]!r}) is the states' batch dim")
@@ -108,8 +116,9 @@ def guess_layout(
                 return "TF", True, "rank 2, dim 0 dynamic and dim 1 fixed: rows are time steps"
             return "BT", True, "rank 2: (batch, samples)"
         b = 0
-        reasons.append("nothing to go by: axis 0 batch, the first later dynamic (else "
-                       "size-1) axis time")
+        reasons.append(
+            "nothing to go by: axis 0 batch, the first later dynamic (else size-1) axis time"
+        )
     if t is None:
         t = _time_after(data, b)
     if b is None:
@@ -210,8 +219,10 @@ def output_time_axis(spec: RnnSpec) -> int | None:
         return None
     t = spec.seq_axis
     dim = x.shape[t]
-    if len(y.shape) == len(x.shape) and y.shape[t] == dim and not (
-        isinstance(dim, str) and is_generated(x, t)
+    if (
+        len(y.shape) == len(x.shape)
+        and y.shape[t] == dim
+        and not (isinstance(dim, str) and is_generated(x, t))
     ):
         return t
     if isinstance(dim, str) and not is_generated(x, t) and dim in y.shape:

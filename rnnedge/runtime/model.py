@@ -21,6 +21,7 @@ from rnnedge.runtime.inputs import (
     batch_of,
     check_batch,
     check_extra,
+    check_output,
     check_sequence,
     check_state,
     zero_state,
@@ -124,7 +125,7 @@ class Model:
         y = out[spec.data_output]
         if normalize and self.normalizer is not None:
             y = self.normalizer.inverse_targets(y).astype(y.dtype, copy=False)
-        return y, {p.input: out[p.output] for p in spec.state_pairs}
+        return check_output(y), {p.input: out[p.output] for p in spec.state_pairs}
 
     def stream(self, batch: int = 1, **kwargs: Any) -> Stream:
         """A new independent stream over this model; see `rnnedge.runtime.stream.Stream`.
@@ -143,18 +144,24 @@ class Model:
     def _why_not_streamable(self) -> str:
         spec = self.spec
         if spec.bidirectional:
-            return ("it is bidirectional: its outputs depend on future steps; use Model.run on "
-                    "whole sequences")
+            return (
+                "it is bidirectional: its outputs depend on future steps; use Model.run on "
+                "whole sequences"
+            )
         outputs = [t for t in spec.outputs if t.name != spec.data_output]
         same = same_shape_pairs(extra_inputs(spec), outputs)
         if same:
             pairs = ", ".join(f"'{i}': '{o}'" for i, o in same)
             flags = ",".join(f"{i}:{o}" for i, o in same)
-            return (f"no state pairs were found by name, but inputs and outputs of equal shape "
-                    f"are: if they carry the state, load with state_names={{{pairs}}} (CLI "
-                    f"--state {flags})")
-        return ("it has no recurrent state inputs/outputs; use Model.run on whole sequences, "
-                "or name the state with state_names={input: output} if it has one")
+            return (
+                f"no state pairs were found by name, but inputs and outputs of equal shape "
+                f"are: if they carry the state, load with state_names={{{pairs}}} (CLI "
+                f"--state {flags})"
+            )
+        return (
+            "it has no recurrent state inputs/outputs; use Model.run on whole sequences, "
+            "or name the state with state_names={input: output} if it has one"
+        )
 
 
 def load(
@@ -179,8 +186,9 @@ def load(
     Args:
         path: an `.onnx` file; one written by `rnnedge export` carries its spec, any other
             gets one detected from its tensor names.
-        runtime: "auto" (ort-cuda when usable here, else ort-cpu) or a registered ONNX
-            Runtime runtime name.
+        runtime: "auto" (ort-cuda when usable here, else ort-cpu; OpenVINO when the file's
+            precision gate chose it and it is installed), a registered ONNX Runtime runtime
+            name, or "openvino".
         settings: ONNX Runtime session settings (threads, optimization level, …); given
             settings are used as they are, without a tuning file.
         data_input: the graph input that carries the sequence (default: detected).
@@ -214,18 +222,27 @@ def load(
             f"{type(path).__name__}"
         )
     if settings is not None and not isinstance(settings, Mapping):
-        raise InputError(f"settings must be a mapping of ONNX Runtime session settings, e.g. "
-                         f"{{'intra_op_num_threads': 1}}; got {type(settings).__name__}")
+        raise InputError(
+            f"settings must be a mapping of ONNX Runtime session settings, e.g. "
+            f"{{'intra_op_num_threads': 1}}; got {type(settings).__name__}"
+        )
     if not isinstance(tuned, bool):
         raise InputError(f"tuned must be True or False, got {tuned!r}")
     if not isinstance(runtime, str):
-        raise InputError(f"runtime must be a runtime name such as 'auto' or 'ort-cpu', got "
-                         f"{runtime!r}")
+        raise InputError(
+            f"runtime must be a runtime name such as 'auto' or 'ort-cpu', got {runtime!r}"
+        )
     detect: dict[str, Any] = {
-        "data_input": data_input, "data_output": data_output, "state_names": state_names,
-        "state_batch_axis": state_batch_axis, "batch_first": batch_first, "layout": layout,
+        "data_input": data_input,
+        "data_output": data_output,
+        "state_names": state_names,
+        "state_batch_axis": state_batch_axis,
+        "batch_first": batch_first,
+        "layout": layout,
     }
     Overrides.of(**detect)  # a wrong type is refused before the file is opened
+    if runtime == "openvino":
+        return _load_openvino(path)
     name = resolve_runtime(runtime)
     cls = require_runner(name)
     if not issubclass(cls, OrtRunner):
@@ -246,7 +263,23 @@ def load(
             spec = runner.spec
         else:
             spec = resolve_spec(runner.session, source=str(path), **detect)
-        return Model(runner, spec, Path(path))
+        model = Model(runner, spec, Path(path))
     except BaseException:
         runner.deactivate()
         raise
+    if runtime == "auto" and settings is None and _chose_openvino(spec):
+        runner.deactivate()  # the file's precision gate picked OpenVINO (bf16) for this file
+        return _load_openvino(path)
+    return model
+
+
+def _chose_openvino(spec: RnnSpec) -> bool:
+    """The spec records OpenVINO as the runtime its precision was judged on, and it is usable."""
+    record = spec.precision
+    return record is not None and record.runtime == "openvino" and usable("openvino") is None
+
+
+def _load_openvino(path: str | os.PathLike[str]) -> Model:
+    from rnnedge.runtime.backends.openvino import load_model
+
+    return load_model(path)

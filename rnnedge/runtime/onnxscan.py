@@ -135,7 +135,7 @@ def metadata(path: Source) -> dict[str, str]:
                 key = value = ""
                 for n, v in _fields(buf, entry):
                     if isinstance(v, tuple) and n in (_ENTRY_KEY, _ENTRY_VALUE):
-                        text = bytes(buf[v[0]:v[1]]).decode("utf-8", errors="replace")
+                        text = bytes(buf[v[0] : v[1]]).decode("utf-8", errors="replace")
                         key, value = (text, value) if n == _ENTRY_KEY else (key, text)
                 out[key] = value
         except _Malformed:
@@ -212,6 +212,8 @@ def stored_spec(path: str | os.PathLike[str]) -> RnnSpec | None:
     try:
         text = metadata(path).get(SPEC_KEY)
     except OSError as exc:
-        raise ModelFileError(f"model file '{path}' cannot be read ({exc.__class__.__name__}: "
-                             f"{exc}); expected an .onnx file") from exc
+        raise ModelFileError(
+            f"model file '{path}' cannot be read ({exc.__class__.__name__}: "
+            f"{exc}); expected an .onnx file"
+        ) from exc
     return RnnSpec.from_json(text, str(path)) if text else None

@@ -65,11 +65,15 @@ class Overrides:
         """
         for what, value in (("data_input", data_input), ("data_output", data_output)):
             if value is not None and (not isinstance(value, str) or not value):
-                raise InputError(f"{what} must be a tensor name (a non-empty string) or None, "
-                                 f"got {_short(value)}")
+                raise InputError(
+                    f"{what} must be a tensor name (a non-empty string) or None, "
+                    f"got {_short(value)}"
+                )
         if layout is not None and (not isinstance(layout, str) or not layout):
-            raise InputError(f"layout must be the data input's axes as letters, e.g. 'BT' or "
-                             f"'BTF' (B batch, T time), or None; got {_short(layout)}")
+            raise InputError(
+                f"layout must be the data input's axes as letters, e.g. 'BT' or "
+                f"'BTF' (B batch, T time), or None; got {_short(layout)}"
+            )
         if batch_first is not None and not isinstance(batch_first, bool):
             raise InputError(f"batch_first must be True, False or None, got {_short(batch_first)}")
         names, axes = _pairs(state_names)
@@ -83,8 +87,10 @@ class Overrides:
     def tensor_names(self) -> list[tuple[str, str, str]]:
         """(what, name, "input"/"output") for every tensor an override names, to check they
         exist even when a stored spec makes the overrides moot."""
-        named = [("data input", self.data_input, "input"),
-                 ("data output", self.data_output, "output")]
+        named = [
+            ("data input", self.data_input, "input"),
+            ("data output", self.data_output, "output"),
+        ]
         for i, o in (self.state_names or {}).items():
             named += [("state input", i, "input"), ("state output", o, "output")]
         named += [("state_batch_axis", n, "input") for n in self.state_batch_axis]
@@ -100,8 +106,9 @@ def _axis(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 64:
-        raise InputError(f"state batch axis for '{name}' must be an axis number ≥ 0 or None, "
-                         f"got {_short(value)}")
+        raise InputError(
+            f"state batch axis for '{name}' must be an axis number ≥ 0 or None, got {_short(value)}"
+        )
     return value
 
 
@@ -115,14 +122,18 @@ def _pairs(state_names: Any) -> tuple[dict[str, str] | None, dict[str, int | Non
         items = []
         for item in state_names:
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                raise InputError(f"state_names items must be (input, output) or (input, output, "
-                                 f"batch_axis), got {_short(item)}")
+                raise InputError(
+                    f"state_names items must be (input, output) or (input, output, "
+                    f"batch_axis), got {_short(item)}"
+                )
             items.append((item[0], item[1]))
             if len(item) == 3:
                 axes[item[0]] = _axis(str(item[0]), item[2])
     else:
-        raise InputError(f"state_names must map state inputs to outputs, e.g. {{'h0': 'hn'}}, "
-                         f"got {_short(state_names)}")
+        raise InputError(
+            f"state_names must map state inputs to outputs, e.g. {{'h0': 'hn'}}, "
+            f"got {_short(state_names)}"
+        )
     names: dict[str, str] = {}
     for i, o in items:
         if not (isinstance(i, str) and isinstance(o, str) and i and o):
@@ -137,8 +148,10 @@ def _axes(state_batch_axis: Any) -> dict[str, int | None]:
     if state_batch_axis is None:
         return {}
     if not isinstance(state_batch_axis, Mapping):
-        raise InputError(f"state_batch_axis must map state inputs to an axis or None, e.g. "
-                         f"{{'state': 1}}, got {_short(state_batch_axis)}")
+        raise InputError(
+            f"state_batch_axis must map state inputs to an axis or None, e.g. "
+            f"{{'state': 1}}, got {_short(state_batch_axis)}"
+        )
     out = {}
     for name, value in state_batch_axis.items():
         if not isinstance(name, str) or not name:
@@ -157,8 +170,7 @@ def _state_items(text: str | Sequence[str]) -> list[tuple[str, str, str | None]]
         pair, _, axis = part.partition("@")
         halves = [h.strip() for h in pair.split(":")]
         if len(halves) != 2 or not all(halves) or ("@" in part and not axis.strip()):
-            raise InputError(f"--state item '{part}' is not input:output[@axis]; "
-                             f"{_STATE_EXAMPLE}")
+            raise InputError(f"--state item '{part}' is not input:output[@axis]; {_STATE_EXAMPLE}")
         out.append((halves[0], halves[1], axis.strip() if "@" in part else None))
     return out
 
@@ -194,8 +206,10 @@ def parse_state_axes(text: str | Sequence[str]) -> dict[str, int | None]:
         elif axis.isdigit() and int(axis) < 64:
             axes[i_name] = int(axis)
         else:
-            raise InputError(f"--state {i_name}:…@{axis}: the batch axis must be a whole number "
-                             f"(0, 1, ...) or '{NO_AXIS}'; {_STATE_EXAMPLE}")
+            raise InputError(
+                f"--state {i_name}:…@{axis}: the batch axis must be a whole number "
+                f"(0, 1, ...) or '{NO_AXIS}'; {_STATE_EXAMPLE}"
+            )
     return axes
 
 
@@ -219,8 +233,10 @@ def parse_extra_arg(items: Sequence[str]) -> dict[str, Any]:
         try:
             value = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:
-            raise InputError(f"--extra {name}={text[:60]}: the value is not a JSON number or "
-                             f"list ({str(exc)[:80]}); {_EXTRA_EXAMPLE}") from None
+            raise InputError(
+                f"--extra {name}={text[:60]}: the value is not a JSON number or "
+                f"list ({str(exc)[:80]}); {_EXTRA_EXAMPLE}"
+            ) from None
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"--extra {name}={text[:60]} is not finite")
         out[name] = value

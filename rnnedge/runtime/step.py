@@ -56,7 +56,6 @@ STEP_SETTINGS: dict[str, Any] = {
 }
 
 
-
 #: up to this many values a chunk is checked for NaN/Inf in Python, beyond it by numpy
 _SMALL = 16
 
@@ -183,8 +182,11 @@ class StepSession:
     def input_buffer(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """The bound input buffer when chunks of `shape` run bound, for a caller that builds
         its chunk in place (a framed stream writes context and frame straight into it)."""
-        if self._bindings is not None and shape == self._shape \
-                and self.runner.session is self._session:
+        if (
+            self._bindings is not None
+            and shape == self._shape
+            and self.runner.session is self._session
+        ):
             return self._xb
         return None
 

@@ -101,16 +101,20 @@ class Stream:
     def state(self, value: Mapping[str, Any]) -> None:
         self._check_open()
         if value is None or not isinstance(value, Mapping):
-            raise InputError(f"stream state must be a mapping like stream.state returns, got "
-                             f"{type(value).__name__}")
+            raise InputError(
+                f"stream state must be a mapping like stream.state returns, got "
+                f"{type(value).__name__}"
+            )
         framer = self._framer
         graph = dict(value)
         framing = None
         if framer is not None:
             missing = [k for k in (CONTEXT_KEY, PENDING_KEY) if k not in graph]
             if missing:
-                raise InputError(f"state lacks {missing}: a stream opened with context/frame "
-                                 "restores them with its state (take it from stream.state)")
+                raise InputError(
+                    f"state lacks {missing}: a stream opened with context/frame "
+                    "restores them with its state (take it from stream.state)"
+                )
             framing = framer.check(graph)
             del graph[CONTEXT_KEY], graph[PENDING_KEY]
         checked = check_state(graph, self.spec, self.batch)
@@ -174,8 +178,7 @@ class Stream:
         """The full checks (and NaN policy) for a chunk the fast path did not take."""
         spec = self.spec
         carry = self._carry if self._ffill else None
-        x = check_sequence(chunk, spec, "chunk", self.nan_policy, carry=carry,
-                           free_time=free_time)
+        x = check_sequence(chunk, spec, "chunk", self.nan_policy, carry=carry, free_time=free_time)
         if batch_of(x, spec) != self.batch:
             raise InputError(
                 f"chunk has batch {batch_of(x, spec)} (shape {tuple(x.shape)}); this "
@@ -223,9 +226,15 @@ class Stream:
         normalization to apply, and the step session bound for the call's shape."""
         framer = self._framer
         assert framer is not None
-        if (framer.frame is None or type(chunk) is not np.ndarray
-                or chunk.shape != framer.frame_shape or chunk.dtype != framer.dtype
-                or not framer.empty or self._norm is not None or self.nan_policy != "raise"):
+        if (
+            framer.frame is None
+            or type(chunk) is not np.ndarray
+            or chunk.shape != framer.frame_shape
+            or chunk.dtype != framer.dtype
+            or not framer.empty
+            or self._norm is not None
+            or self.nan_policy != "raise"
+        ):
             return None
         buffer = self._core.input_buffer(framer.call_shape)
         if buffer is None:
@@ -242,11 +251,14 @@ class Stream:
         """A pushed chunk, checked: any number of steps (0 included) when frames are cut."""
         framer = self._framer
         assert framer is not None
-        if (type(chunk) is np.ndarray and chunk.dtype == framer.dtype
-                and chunk.shape[:framer.t] == framer.shape[:framer.t]
-                and chunk.shape[framer.t + 1:] == framer.shape[framer.t + 1:]
-                and chunk.ndim == len(framer.shape)
-                and (framer.dtype.kind != "f" or np.isfinite(chunk).all())):
+        if (
+            type(chunk) is np.ndarray
+            and chunk.dtype == framer.dtype
+            and chunk.shape[: framer.t] == framer.shape[: framer.t]
+            and chunk.shape[framer.t + 1 :] == framer.shape[framer.t + 1 :]
+            and chunk.ndim == len(framer.shape)
+            and (framer.dtype.kind != "f" or np.isfinite(chunk).all())
+        ):
             return chunk
         return self._checked(chunk, free_time=True)
 
@@ -259,8 +271,6 @@ class Stream:
         steps = framer.calls or (framer.context + (framer.frame or 1))
         shape = list(framer.shape)
         shape[framer.t] = steps
-        feeds = {spec.data_input: np.zeros(shape, framer.dtype), **self._core.state,
-                 **self.extra}
+        feeds = {spec.data_input: np.zeros(shape, framer.dtype), **self._core.state, **self.extra}
         y = np.asarray(self.model.runner.infer(feeds)[spec.data_output])
         return y.shape, y.dtype
-

@@ -243,7 +243,10 @@ class RnnServer:
 
         t0 = time.perf_counter()
         self.model = load(
-            self.model_path, "ort-cpu", settings=STEP_SETTINGS, state_names=self.state_names,
+            self.model_path,
+            "ort-cpu",
+            settings=STEP_SETTINGS,
+            state_names=self.state_names,
             **self.load_options,
         )
         try:

@@ -56,8 +56,7 @@ class LatencyStats:
     max: float
     mean: float
     stdev: float
-    latencies: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False,
-                                  compare=False)
+    latencies: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
     @classmethod
     def from_samples(cls, samples: Iterable[float]) -> LatencyStats:
@@ -67,9 +66,15 @@ class LatencyStats:
             raise ValueError("no latency samples to summarize")
         p50, p90, p99 = (float(v) for v in np.percentile(arr, [50, 90, 99]))
         return cls(
-            samples=int(arr.size), min=float(arr.min()), p50=p50, p90=p90, p99=p99,
-            max=float(arr.max()), mean=float(arr.mean()),
-            stdev=float(arr.std(ddof=1)) if arr.size > 1 else 0.0, latencies=arr,
+            samples=int(arr.size),
+            min=float(arr.min()),
+            p50=p50,
+            p90=p90,
+            p99=p99,
+            max=float(arr.max()),
+            mean=float(arr.mean()),
+            stdev=float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+            latencies=arr,
         )
 
     def throughput(self, batch: int, seq_len: int) -> Throughput:
@@ -78,8 +83,10 @@ class LatencyStats:
 
     def to_dict(self) -> dict[str, float | int]:
         """The summary without the raw samples (those can be long)."""
-        return {k: getattr(self, k) for k in
-                ("samples", "min", "p50", "p90", "p99", "max", "mean", "stdev")}
+        return {
+            k: getattr(self, k)
+            for k in ("samples", "min", "p50", "p90", "p99", "max", "mean", "stdev")
+        }
 
 
 def measure(
@@ -164,8 +171,9 @@ class CpuLoad:
         self.other_cores = max(0.0, ((busy - b0) - (self._mine_s() - m0)) / wall)
 
 
-def wait_quiet(timeout_s: float, *, window_s: float = 0.5,
-               threshold: float = NOISY_LOAD) -> float | None:
+def wait_quiet(
+    timeout_s: float, *, window_s: float = 0.5, threshold: float = NOISY_LOAD
+) -> float | None:
     """Wait (up to `timeout_s`) for a window in which other processes stay under `threshold`
     cores; returns the load last seen (None where it cannot be known). On a shared machine
     this keeps other jobs' bursts out of a measurement that is about to start.
@@ -174,8 +182,11 @@ def wait_quiet(timeout_s: float, *, window_s: float = 0.5,
     while True:
         with CpuLoad() as load:
             time.sleep(window_s)
-        if (load.other_cores is None or load.other_cores < threshold
-                or time.perf_counter() >= deadline):
+        if (
+            load.other_cores is None
+            or load.other_cores < threshold
+            or time.perf_counter() >= deadline
+        ):
             return load.other_cores
 
 
@@ -229,15 +240,24 @@ class BenchPoint:
 
     def to_dict(self) -> dict[str, Any]:
         tp = self.stats.throughput(self.batch, self.seq_len)
-        return {"runner": self.runner, "kind": self.kind, "batch": self.batch,
-                "seq_len": self.seq_len, "latency_s": self.stats.to_dict(),
-                "sequences_per_s": tp.sequences_per_s, "steps_per_s": tp.steps_per_s,
-                "vs_eager": self.vs_eager, "vs_ort_raw": self.vs_ort_raw,
-                "other_load": self.other_load, "noisy": self.noisy}
+        return {
+            "runner": self.runner,
+            "kind": self.kind,
+            "batch": self.batch,
+            "seq_len": self.seq_len,
+            "latency_s": self.stats.to_dict(),
+            "sequences_per_s": tp.sequences_per_s,
+            "steps_per_s": tp.steps_per_s,
+            "vs_eager": self.vs_eager,
+            "vs_ort_raw": self.vs_ort_raw,
+            "other_load": self.other_load,
+            "noisy": self.noisy,
+        }
 
 
-def add_ratios(points: Sequence[BenchPoint], eager: str = "eager",
-               ort_raw: str = "ort-raw") -> None:
+def add_ratios(
+    points: Sequence[BenchPoint], eager: str = "eager", ort_raw: str = "ort-raw"
+) -> None:
     """Fill `vs_eager`/`vs_ort_raw` from the baselines measured at the same kind and shape."""
     index = {(p.runner, p.kind, p.batch, p.seq_len): p.stats.p50 for p in points}
     for p in points:
@@ -246,8 +266,9 @@ def add_ratios(points: Sequence[BenchPoint], eager: str = "eager",
             setattr(p, attr, ref / p.stats.p50 if ref is not None else None)
 
 
-def merge_rounds(rounds: Sequence[tuple[LatencyStats, float | None]]) -> tuple[LatencyStats,
-                                                                                 float | None]:
+def merge_rounds(
+    rounds: Sequence[tuple[LatencyStats, float | None]],
+) -> tuple[LatencyStats, float | None]:
     """Pool the samples of interleaved rounds; the load reported is the worst round's."""
     samples = np.concatenate([s.latencies for s, _ in rounds])
     loads = [load for _, load in rounds if load is not None]
@@ -272,9 +293,12 @@ def run_interleaved(
     sync = synchronize or {}
     for r in range(rounds):
         for name, fn in calls.items():
-            stats, load = measure_clean(fn, budget_s=budget_s / rounds,
-                                        warmup=warmup if r == 0 else 1,
-                                        synchronize=sync.get(name))
+            stats, load = measure_clean(
+                fn,
+                budget_s=budget_s / rounds,
+                warmup=warmup if r == 0 else 1,
+                synchronize=sync.get(name),
+            )
             per[name].append((stats, load))
             if progress:
                 progress(name, stats, load)
@@ -325,9 +349,13 @@ def environment() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": {"rnnedge": __version__, "numpy": np.__version__,
-                     "torch": _version("torch"), "onnxruntime": _version("onnxruntime"),
-                     "onnx": _version("onnx")},
+        "versions": {
+            "rnnedge": __version__,
+            "numpy": np.__version__,
+            "torch": _version("torch"),
+            "onnxruntime": _version("onnxruntime"),
+            "onnx": _version("onnx"),
+        },
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -347,7 +375,14 @@ class BenchResult:
     warmup: int = DEFAULT_WARMUP
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "model_info": self.model_info,
-                "environment": self.environment, "runners": self.runners,
-                "skipped": self.skipped, "notes": self.notes, "budget_s": self.budget_s,
-                "warmup": self.warmup, "points": [p.to_dict() for p in self.points]}
+        return {
+            "model": self.model,
+            "model_info": self.model_info,
+            "environment": self.environment,
+            "runners": self.runners,
+            "skipped": self.skipped,
+            "notes": self.notes,
+            "budget_s": self.budget_s,
+            "warmup": self.warmup,
+            "points": [p.to_dict() for p in self.points],
+        }

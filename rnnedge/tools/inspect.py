@@ -90,8 +90,12 @@ def describe(
     origin, error, found = ("stored" if spec else None), None, None
     if spec is not None:
         try:
-            check_stored(spec, session_tensor_specs(session.get_inputs()),
-                         session_tensor_specs(session.get_outputs()), source)
+            check_stored(
+                spec,
+                session_tensor_specs(session.get_inputs()),
+                session_tensor_specs(session.get_outputs()),
+                source,
+            )
         except ModelFileError as exc:  # shown, not raised: inspect is how one finds out
             error = str(exc)
     else:
@@ -102,9 +106,13 @@ def describe(
     info = None
     if spec is not None:
         info = {k: v for k, v in asdict(spec).items() if k not in ("inputs", "outputs")}
-        info.update(batch_axis=spec.batch_axis, seq_axis=spec.seq_axis,
-                    data_layout=spec.data_layout, output_time_axis=output_time_axis(spec),
-                    streamable=spec.streamable)
+        info.update(
+            batch_axis=spec.batch_axis,
+            seq_axis=spec.seq_axis,
+            data_layout=spec.data_layout,
+            output_time_axis=output_time_axis(spec),
+            streamable=spec.streamable,
+        )
     note = None if ops is not None else "ops not listed (pass ops=rnn_ops(path))"
     if not ops and not is_available("onnx"):
         note = NO_ONNX_NOTE
@@ -112,9 +120,12 @@ def describe(
     detection = None
     if found is not None:
         detection = {
-            "data_input": found.data_input, "data_candidates": found.data_candidates,
-            "data_output": found.data_output, "same_shape": [list(p) for p in found.same_shape],
-            "layout": found.layout, "layout_reason": found.layout_reason,
+            "data_input": found.data_input,
+            "data_candidates": found.data_candidates,
+            "data_output": found.data_output,
+            "same_shape": [list(p) for p in found.same_shape],
+            "layout": found.layout,
+            "layout_reason": found.layout_reason,
             "advice": found.advice(),
         }
     return {

@@ -153,6 +153,7 @@ def _spec_lines(info: Mapping[str, Any]) -> list[str]:
             )
         if origin == "stored":
             lines += _contract_lines(spec.get("contract"), spec.get("normalization"))
+            lines.append(f"precision: {precision_line(spec.get('precision'))}")
     elif found:
         cands = found.get("data_candidates") or []
         lines.append(
@@ -165,19 +166,37 @@ def _spec_lines(info: Mapping[str, Any]) -> list[str]:
     pairs = info.get("state_pairs") or []
     lines.append(
         "state pairs: "
-        + (", ".join(f"{p['input']} -> {p['output']}"
-                     + ("" if p.get("batch_axis") is None and not spec else
-                        f" (batch axis {p.get('batch_axis')})" if p.get("batch_axis") is not None
-                        else " (no batch axis)")
-                     for p in pairs) if pairs else "none")
+        + (
+            ", ".join(
+                f"{p['input']} -> {p['output']}"
+                + (
+                    ""
+                    if p.get("batch_axis") is None and not spec
+                    else f" (batch axis {p.get('batch_axis')})"
+                    if p.get("batch_axis") is not None
+                    else " (no batch axis)"
+                )
+                for p in pairs
+            )
+            if pairs
+            else "none"
+        )
     )
     extra = info.get("extra_inputs") or []
-    lines.append("extra inputs: " + (", ".join(
-        f"{t['name']} {t['dtype']} ({', '.join(str(d) for d in t['shape'])})" for t in extra)
-        if extra else "none"))
+    lines.append(
+        "extra inputs: "
+        + (
+            ", ".join(
+                f"{t['name']} {t['dtype']} ({', '.join(str(d) for d in t['shape'])})" for t in extra
+            )
+            if extra
+            else "none"
+        )
+    )
     if found.get("same_shape") and not pairs:
-        lines.append("same shape, not paired: " + ", ".join(
-            f"{i} / {o}" for i, o in found["same_shape"]))
+        lines.append(
+            "same shape, not paired: " + ", ".join(f"{i} / {o}" for i, o in found["same_shape"])
+        )
     advice = found.get("advice") or []
     if advice and (not spec or not spec.get("streamable") or info.get("spec_error")):
         lines.append("to complete it: " + "; ".join(advice))
@@ -195,12 +214,17 @@ def precision_line(record: Any) -> str:
     fp32, value = get("fp32_value"), get("value")
     change = (value - fp32) / abs(fp32) if fp32 else 0.0
     streamed = get("stream_value")
-    stream = (f", streamed {100 * (streamed - fp32) / abs(fp32):+.2f} %"
-              if streamed is not None and fp32 else "")
+    stream = (
+        f", streamed {100 * (streamed - fp32) / abs(fp32):+.2f} %"
+        if streamed is not None and fp32
+        else ""
+    )
     where = f" on {get('runtime')}" if get("runtime") else ""
     scheme = f" ({get('scheme')})" if get("scheme") else ""
-    return (f"{get('precision')}{scheme}{where}: {get('metric')} {fmt(fp32)} -> {fmt(value)} "
-            f"({100 * change:+.2f} %{stream}), margin {fmt(100 * get('margin'))} %")
+    return (
+        f"{get('precision')}{scheme}{where}: {get('metric')} {fmt(fp32)} -> {fmt(value)} "
+        f"({100 * change:+.2f} %{stream}), margin {fmt(100 * get('margin'))} %"
+    )
 
 
 def _contract_lines(

@@ -120,7 +120,8 @@ class QuietRule:
             f"{self.readings} readings of {self.window_s:g} s (a quiet machine has under "
             f"{self.threshold:g}); a tuning measured now could be slower than ORT's defaults "
             "once the machine is quiet, so none was written; run again when the machine is "
-            "quiet (ORT's defaults stay in use meanwhile)")
+            "quiet (ORT's defaults stay in use meanwhile)"
+        )
 
     @contextlib.contextmanager
     def watch(self) -> Iterator[list[float | None]]:
@@ -149,17 +150,31 @@ def candidates(batch: int, splittable: bool, cores: int | None = None) -> list[C
                     config = {SPIN: str(spin)}
                     if mode == "parallel":
                         config[INTER_SPIN] = str(spin)
-                    out.append({"label": f"t{threads}-{level}-{mode[:3]}-spin{spin}",
-                                "settings": {"intra_op_num_threads": threads,
-                                             "graph_optimization_level": level,
-                                             "execution_mode": mode, "config": config},
-                                "batch_split": 1})
+                    out.append(
+                        {
+                            "label": f"t{threads}-{level}-{mode[:3]}-spin{spin}",
+                            "settings": {
+                                "intra_op_num_threads": threads,
+                                "graph_optimization_level": level,
+                                "execution_mode": mode,
+                                "config": config,
+                            },
+                            "batch_split": 1,
+                        }
+                    )
     if splittable and batch > 1:
         for k in sorted({min(cores, batch), min(2 * cores, batch)} - {1}):
-            out.append({"label": f"split{k}-t1", "batch_split": k,
-                        "settings": {"intra_op_num_threads": 1,
-                                     "graph_optimization_level": "all",
-                                     "execution_mode": "sequential"}})
+            out.append(
+                {
+                    "label": f"split{k}-t1",
+                    "batch_split": k,
+                    "settings": {
+                        "intra_op_num_threads": 1,
+                        "graph_optimization_level": "all",
+                        "execution_mode": "sequential",
+                    },
+                }
+            )
     return out
 
 
@@ -169,8 +184,11 @@ def allowed(candidate: Candidate, batch: int) -> bool:
         return True
     settings = candidate.get("settings", {})
     config = settings.get("config", {})
-    return (settings.get("execution_mode", "sequential") == "sequential"
-            and str(config.get(SPIN, "1")) == "0" and str(config.get(INTER_SPIN, "0")) == "0")
+    return (
+        settings.get("execution_mode", "sequential") == "sequential"
+        and str(config.get(SPIN, "1")) == "0"
+        and str(config.get(INTER_SPIN, "0")) == "0"
+    )
 
 
 def representative_shapes(shapes: Sequence[tuple[int, int]]) -> dict[str, tuple[int, int]]:
@@ -204,12 +222,14 @@ def _quiet_pass(rule: QuietRule, what: str, run: Callable[[], Any]) -> Any:
             raise MachineBusyError(
                 f"not tuning {what}: other processes took {load[0]:.2f} cores while it was "
                 f"being measured, twice (a quiet machine has under {rule.threshold:g}); no "
-                "tuning was written; run again when the machine is quiet")
+                "tuning was written; run again when the machine is quiet"
+            )
     raise AssertionError("unreachable")
 
 
-def decide(default_p50: Sequence[float], candidate_p50: Sequence[float],
-           min_gain: float = MIN_GAIN) -> tuple[bool, float]:
+def decide(
+    default_p50: Sequence[float], candidate_p50: Sequence[float], min_gain: float = MIN_GAIN
+) -> tuple[bool, float]:
     """(adopt?, speedup) from a confirmation run's per-round p50s, defaults vs candidate.
 
     Adopted only when the median of the per-round speedups reaches 1 + `min_gain` and the
@@ -223,9 +243,17 @@ def decide(default_p50: Sequence[float], candidate_p50: Sequence[float],
     return speedup >= 1.0 + min_gain and wins * 2 > len(ratios), speedup
 
 
-def tune_class(cls: str, batch: int, cands: Sequence[Candidate], timer: Timer, *,
-               rule: QuietRule, budget_s: float, confirm_rounds: int,
-               progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+def tune_class(
+    cls: str,
+    batch: int,
+    cands: Sequence[Candidate],
+    timer: Timer,
+    *,
+    rule: QuietRule,
+    budget_s: float,
+    confirm_rounds: int,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[str, Any]:
     """First pass over `cands`, then the best non-default confirmed against the defaults."""
     cands = [c for c in cands if allowed(c, batch)]
     default = cands[0]
@@ -243,35 +271,64 @@ def tune_class(cls: str, batch: int, cands: Sequence[Candidate], timer: Timer, *
     p50 = {c["label"]: first[c["label"]] for c in ranked}
     entry: dict[str, Any] = {"first_pass_p50_s": p50, "p50_s": dict(p50)}
     if best is None or first[best["label"]] * (1 + MIN_GAIN) > first[default["label"]]:
-        return {**entry, **_keep_defaults(default, f"{NO_FASTER}: ORT's defaults were within "
-                                          f"{MIN_GAIN:.0%} of every candidate", 1.0)}
+        return {
+            **entry,
+            **_keep_defaults(
+                default,
+                f"{NO_FASTER}: ORT's defaults were within {MIN_GAIN:.0%} of every candidate",
+                1.0,
+            ),
+        }
     d_p50: list[float] = []
     c_p50: list[float] = []
 
     def confirm() -> None:
         for r in range(confirm_rounds):  # alternate who goes first: no order bias
             pair = ((default, d_p50), (best, c_p50))
-            for c, acc in (pair if r % 2 == 0 else pair[::-1]):
+            for c, acc in pair if r % 2 == 0 else pair[::-1]:
                 acc.append(timer(c, budget_s))
 
     _quiet_pass(rule, cls, confirm)
     adopt, speedup = decide(d_p50, c_p50)
-    entry["confirm"] = {"candidate": best["label"], "rounds": confirm_rounds,
-                        "defaults_p50_s": d_p50, "candidate_p50_s": c_p50, "speedup": speedup}
+    entry["confirm"] = {
+        "candidate": best["label"],
+        "rounds": confirm_rounds,
+        "defaults_p50_s": d_p50,
+        "candidate_p50_s": c_p50,
+        "speedup": speedup,
+    }
     if not adopt:
-        return {**entry, **_keep_defaults(
-            default, f"{NO_FASTER}: {best['label']} led the first pass but was {speedup:.3f}× "
-            f"ORT's defaults in the confirmation run (needs ≥ {1 + MIN_GAIN:.2f}× and most "
-            "rounds)", speedup)}
-    return {**entry, "chosen": best["label"], "adopted": True, "settings": best["settings"],
-            "batch_split": best["batch_split"], "speedup_vs_defaults": speedup,
-            "reason": f"{best['label']} confirmed {speedup:.3f}× faster than ORT's defaults"}
+        return {
+            **entry,
+            **_keep_defaults(
+                default,
+                f"{NO_FASTER}: {best['label']} led the first pass but was {speedup:.3f}× "
+                f"ORT's defaults in the confirmation run (needs ≥ {1 + MIN_GAIN:.2f}× and most "
+                "rounds)",
+                speedup,
+            ),
+        }
+    return {
+        **entry,
+        "chosen": best["label"],
+        "adopted": True,
+        "settings": best["settings"],
+        "batch_split": best["batch_split"],
+        "speedup_vs_defaults": speedup,
+        "reason": f"{best['label']} confirmed {speedup:.3f}× faster than ORT's defaults",
+    }
 
 
 def _keep_defaults(default: Candidate, reason: str, speedup: float) -> dict[str, Any]:
-    return {"chosen": default["label"], "adopted": False, "settings": default["settings"],
-            "batch_split": default["batch_split"], "speedup_vs_defaults": 1.0,
-            "best_candidate_speedup": speedup, "reason": reason}
+    return {
+        "chosen": default["label"],
+        "adopted": False,
+        "settings": default["settings"],
+        "batch_split": default["batch_split"],
+        "speedup_vs_defaults": 1.0,
+        "best_candidate_speedup": speedup,
+        "reason": reason,
+    }
 
 
 def tune(
@@ -315,20 +372,43 @@ def tune(
 
                 return measure(call, warmup=2, budget_s=budget, min_samples=3).p50
 
-            report = None if progress is None else (
-                lambda label, p50, cls=cls: progress(cls, label, p50))
-            classes[cls] = {"shape": [b, t], **tune_class(
-                cls, b, candidates(b, can_split), timer, rule=rule, budget_s=budget_s,
-                confirm_rounds=confirm_rounds, progress=report)}
-    adopted = [f"{k} {v['chosen']} ({v['speedup_vs_defaults']:.2f}×)"
-               for k, v in classes.items() if v["adopted"]]
+            report = (
+                None
+                if progress is None
+                else (lambda label, p50, cls=cls: progress(cls, label, p50))
+            )
+            classes[cls] = {
+                "shape": [b, t],
+                **tune_class(
+                    cls,
+                    b,
+                    candidates(b, can_split),
+                    timer,
+                    rule=rule,
+                    budget_s=budget_s,
+                    confirm_rounds=confirm_rounds,
+                    progress=report,
+                ),
+            }
+    adopted = [
+        f"{k} {v['chosen']} ({v['speedup_vs_defaults']:.2f}×)"
+        for k, v in classes.items()
+        if v["adopted"]
+    ]
     summary = ("adopted: " + ", ".join(adopted)) if adopted else NO_FASTER
-    return {"format": TUNING_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **machine_key(), "onnx_sha256": sha256_file(model_path),
-            "short_max_seq_len": SHORT_MAX, "summary": summary,
-            "quiet": {"threshold_cores": rule.threshold,
-                      "max_other_cores_seen": max(rule.seen, default=None)},
-            "classes": classes}
+    return {
+        "format": TUNING_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **machine_key(),
+        "onnx_sha256": sha256_file(model_path),
+        "short_max_seq_len": SHORT_MAX,
+        "summary": summary,
+        "quiet": {
+            "threshold_cores": rule.threshold,
+            "max_other_cores_seen": max(rule.seen, default=None),
+        },
+        "classes": classes,
+    }
 
 
 def write_tuning(model_path: str | os.PathLike[str], tuning: Mapping[str, Any]) -> Path:

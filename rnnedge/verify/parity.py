@@ -139,8 +139,11 @@ def compare_arrays(
 ) -> tuple[float, float, bool, str]:
     """(max_abs, max_rel, ok, detail) for one output; a shape mismatch fails with a detail."""
     if expected.shape != actual.shape:
-        return float("inf"), float("inf"), False, (
-            f"shape {tuple(actual.shape)} where eager gives {tuple(expected.shape)}"
+        return (
+            float("inf"),
+            float("inf"),
+            False,
+            (f"shape {tuple(actual.shape)} where eager gives {tuple(expected.shape)}"),
         )
     e = expected.astype(np.float64)
     a = actual.astype(np.float64)
@@ -165,13 +168,33 @@ def compare_outputs(
     """Judge one runner's outputs at one shape; an exception becomes a failed comparison."""
     if isinstance(actual, Exception):
         detail = str(actual).splitlines()[0] if str(actual) else type(actual).__name__
-        return [Comparison(runner, batch, seq_len, "*", float("inf"), float("inf"), False,
-                           f"failed: {detail[:300]}")]
+        return [
+            Comparison(
+                runner,
+                batch,
+                seq_len,
+                "*",
+                float("inf"),
+                float("inf"),
+                False,
+                f"failed: {detail[:300]}",
+            )
+        ]
     out = []
     for name, exp in expected.items():
         if name not in actual:
-            out.append(Comparison(runner, batch, seq_len, name, float("inf"), float("inf"),
-                                  False, "output missing"))
+            out.append(
+                Comparison(
+                    runner,
+                    batch,
+                    seq_len,
+                    name,
+                    float("inf"),
+                    float("inf"),
+                    False,
+                    "output missing",
+                )
+            )
             continue
         max_abs, max_rel, ok, detail = compare_arrays(exp, np.asarray(actual[name]), tol)
         out.append(Comparison(runner, batch, seq_len, name, max_abs, max_rel, ok, detail))
@@ -207,8 +230,9 @@ def check_parity(
     report = ParityReport(reference.name, tolerance)
     for (b, t), exp in zip(shapes, expected, strict=True):
         if isinstance(exp, Exception):
-            raise InputError(f"the reference {reference.name} failed at batch={b} seq_len={t}: "
-                             f"{exp}")
+            raise InputError(
+                f"the reference {reference.name} failed at batch={b} seq_len={t}: {exp}"
+            )
     for runner in runners:
         actual = run_all(runner, feeds_list)
         for (b, t), exp, act in zip(shapes, expected, actual, strict=True):

@@ -70,3 +70,22 @@ def test_optimize_bad_command_lines_exit_2(
     _, onnx = trained
     assert main(["optimize", str(onnx), "--precision", "int8", *extra]) == 2
     assert why in capsys.readouterr().err
+
+
+def test_a_bf16_file_loads_on_openvino_by_default(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("openvino")
+    from rnnedge.runtime.backends.openvino import bf16_support
+
+    if not bf16_support():
+        pytest.skip("this CPU has no native bf16")
+    ckpt, onnx = trained
+    out = tmp_path / "m.bf16.onnx"
+    argv = ["optimize", str(onnx), "--precision", "bf16", "--checkpoint", str(ckpt)]
+    assert main([*argv, "--margin", "0.5", "-o", str(out)]) == 0
+    assert "on openvino" in capsys.readouterr().out
+    with rnnedge.load(out) as model:  # "auto" follows the choice the gate recorded
+        assert model.runtime == "openvino" and model.spec.precision.precision == "bf16"
+    with rnnedge.load(out, "ort-cpu") as model:  # the file itself stays fp32
+        assert model.runtime == "ort-cpu"

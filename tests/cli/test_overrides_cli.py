@@ -35,13 +35,23 @@ def test_inspect_shows_what_an_incomplete_detection_found_and_the_fix() -> None:
     info = json.loads(out)
     assert info["spec"]["streamable"] is True
     assert info["state_pairs"] == [
-        {"input": "input_3", "output": "tf_op_layer_stack_2", "batch_axis": 0}]
+        {"input": "input_3", "output": "tf_op_layer_stack_2", "batch_axis": 0}
+    ]
     assert info["detection"]["layout"] == "BTF"
 
 
 def test_inspect_layout_and_data_input_flags() -> None:
-    rc, out, _ = run_cli(["inspect", str(FIXTURES / "foreign_fixed.onnx"), "--layout", "BTFC",
-                          "--state", "cache:cache_out@none", "--json"])
+    rc, out, _ = run_cli(
+        [
+            "inspect",
+            str(FIXTURES / "foreign_fixed.onnx"),
+            "--layout",
+            "BTFC",
+            "--state",
+            "cache:cache_out@none",
+            "--json",
+        ]
+    )
     info = json.loads(out)
     assert (info["spec"]["data_layout"], info["spec"]["seq_axis"]) == ("BTFC", 1)
     assert info["state_pairs"][0]["batch_axis"] is None
@@ -69,13 +79,19 @@ def test_run_takes_extra_inputs_at_their_declared_dtype(tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((6, 2)).astype(np.float32)
     csv = tmp_path / "series.csv"
     csv.write_text("a,b\n" + "".join(f"{r[0]!r},{r[1]!r}\n" for r in x.tolist()))
-    rc, out, _ = run_cli(["run", str(model), "--input", str(csv), "--extra", "gain=[2.0]",
-                          "--json"])
+    rc, out, _ = run_cli(
+        ["run", str(model), "--input", str(csv), "--extra", "gain=[2.0]", "--json"]
+    )
     assert rc == 0
     with rnnedge.load(model) as m:
         want, _ = m.run(x[None], extra={"gain": np.array([2.0], np.float32)})
-    got = np.array([[v for k, v in row.items() if k not in ("step", "horizon")]
-                    for row in json.loads(out)["rows"]], dtype=np.float32)
+    got = np.array(
+        [
+            [v for k, v in row.items() if k not in ("step", "horizon")]
+            for row in json.loads(out)["rows"]
+        ],
+        dtype=np.float32,
+    )
     np.testing.assert_allclose(got, want[0], atol=1e-5)
     rc, _, err = run_cli(["run", str(model), "--input", str(csv), "--extra", "gain=2.0"])
     assert rc == 3 and "extra input 'gain' has shape () (rank 0); the graph declares (1,)" in err

@@ -27,8 +27,14 @@ CONFIGS = list(itertools.product(CELLS, (True, False), (False, True)))
 
 def _model(cell: str, batch_first: bool, bidirectional: bool) -> SequenceModel:
     torch.manual_seed(0)
-    cfg = ModelConfig(cell=cell, input_size=2, hidden_size=6, num_layers=2,
-                      batch_first=batch_first, bidirectional=bidirectional)
+    cfg = ModelConfig(
+        cell=cell,
+        input_size=2,
+        hidden_size=6,
+        num_layers=2,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+    )
     return SequenceModel(cfg).eval()
 
 
@@ -50,8 +56,9 @@ def _independent_check(model: SequenceModel, path, batch_first: bool) -> float:
         with torch.no_grad():
             expected = [t.numpy() for t in wrapper(x, *state)]
         names = [i.name for i in sess.get_inputs()]
-        got = sess.run(None, dict(zip(names, [x.numpy(), *[s.numpy() for s in state]],
-                                      strict=True)))
+        got = sess.run(
+            None, dict(zip(names, [x.numpy(), *[s.numpy() for s in state]], strict=True))
+        )
         for g, e in zip(got, expected, strict=True):
             assert g.shape == e.shape
             worst = max(worst, float(np.abs(g - e).max()))
@@ -59,8 +66,9 @@ def _independent_check(model: SequenceModel, path, batch_first: bool) -> float:
 
 
 @pytest.mark.parametrize(("cell", "batch_first", "bidirectional"), CONFIGS)
-def test_torchscript_exports_every_configuration_correctly(tmp_path, cell, batch_first,
-                                                           bidirectional) -> None:
+def test_torchscript_exports_every_configuration_correctly(
+    tmp_path, cell, batch_first, bidirectional
+) -> None:
     model = _model(cell, batch_first, bidirectional)
     path = tmp_path / "m.onnx"
     res = rnnedge.export(model, _example(batch_first), path, exporter="torchscript")
@@ -69,16 +77,18 @@ def test_torchscript_exports_every_configuration_correctly(tmp_path, cell, batch
     assert {c.seq_len for c in res.parity.comparisons} >= {1, 7, 17}
     assert _independent_check(model, path, batch_first) < 1e-5
     names = [t.name for t in res.spec.inputs], [t.name for t in res.spec.outputs]
-    expected = (["x", "h0", "c0"], ["y", "hn", "cn"]) if cell == "lstm" else (
-        ["x", "h0"], ["y", "hn"])
+    expected = (
+        (["x", "h0", "c0"], ["y", "hn", "cn"]) if cell == "lstm" else (["x", "h0"], ["y", "hn"])
+    )
     assert names == expected
     x_shape = res.spec.input("x").shape
     assert x_shape[:2] == (("batch", "seq_len") if batch_first else ("seq_len", "batch"))
 
 
 @pytest.mark.parametrize(("cell", "batch_first", "bidirectional"), CONFIGS[::2] + CONFIGS[1::2])
-def test_dynamo_export_is_either_proven_or_refused(tmp_path, cell, batch_first,
-                                                   bidirectional) -> None:
+def test_dynamo_export_is_either_proven_or_refused(
+    tmp_path, cell, batch_first, bidirectional
+) -> None:
     if cell == "rnn_relu":
         pytest.skip("same dynamo path as rnn_tanh; kept out to bound the suite's time")
     model = _model(cell, batch_first, bidirectional)
@@ -181,9 +191,14 @@ def test_user_module_with_named_state_pairs(tmp_path) -> None:
             return self.rnn(x, h)
 
     x, h = _example(True), torch.zeros(1, 3, 8)
-    res = rnnedge.export(WithState().eval(), (x, h), tmp_path / "s.onnx",
-                         input_names=["x", "h"], output_names=["y", "h_out"],
-                         state_names=[("h", "h_out")])
+    res = rnnedge.export(
+        WithState().eval(),
+        (x, h),
+        tmp_path / "s.onnx",
+        input_names=["x", "h"],
+        output_names=["y", "h_out"],
+        state_names=[("h", "h_out")],
+    )
     assert [(p.input, p.output) for p in res.spec.state_pairs] == [("h", "h_out")]
     model = rnnedge.load(tmp_path / "s.onnx")
     stream = model.stream()

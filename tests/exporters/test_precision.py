@@ -28,16 +28,21 @@ pytest.importorskip("onnxruntime.quantization", reason="int8 needs onnxruntime's
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A 2×32 LSTM trained on the bundled sunspots, its checkpoint and its fp32 file."""
     folder = tmp_path_factory.mktemp("sunspots")
-    result = train(load_sunspots(), ModelConfig(cell="lstm", input_size=1, hidden_size=32,
-                                                num_layers=2, output_size=1),
-                   TrainConfig(epochs=8, patience=0))
+    result = train(
+        load_sunspots(),
+        ModelConfig(cell="lstm", input_size=1, hidden_size=32, num_layers=2, output_size=1),
+        TrainConfig(epochs=8, patience=0),
+    )
     ckpt = save_checkpoint(folder / "sun.pt", result)
     loaded = load_checkpoint(ckpt)
     path = folder / "sun.onnx"
-    rnnedge.export(loaded.model, torch.randn(1, 8, 1), path,
-                   normalization=loaded.normalization)
-    return {"path": path, "ckpt": loaded, "validation": Validation.from_checkpoint(loaded),
-            "val_mse": result.val_mse}
+    rnnedge.export(loaded.model, torch.randn(1, 8, 1), path, normalization=loaded.normalization)
+    return {
+        "path": path,
+        "ckpt": loaded,
+        "validation": Validation.from_checkpoint(loaded),
+        "val_mse": result.val_mse,
+    }
 
 
 def _files(folder: Path) -> list[str]:
@@ -77,7 +82,7 @@ def test_int8_streaming_equals_its_own_full_pass(trained: dict, tmp_path: Path) 
     full, state = model.run(x)
     for chunk in (1, 5):
         stream = model.stream(batch=6)
-        parts = [stream.step(x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)]
+        parts = [stream.step(x[:, i : i + chunk]) for i in range(0, x.shape[1], chunk)]
         streamed = np.concatenate(parts, axis=1)
         assert stream._core.bound  # the fast bound-buffer step path ran the int8 graph
         span = float(full.max() - full.min())
@@ -86,9 +91,12 @@ def test_int8_streaming_equals_its_own_full_pass(trained: dict, tmp_path: Path) 
     # and the fp32 file streams exactly like its full pass, as always
     fp32 = rnnedge.load(trained["path"])
     stream = fp32.stream(batch=6)
-    np.testing.assert_allclose(np.concatenate([stream.step(x[:, i:i + 1])
-                                               for i in range(x.shape[1])], axis=1),
-                               fp32.run(x)[0], atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.concatenate([stream.step(x[:, i : i + 1]) for i in range(x.shape[1])], axis=1),
+        fp32.run(x)[0],
+        atol=1e-4,
+        rtol=1e-5,
+    )
 
 
 def _degraded(trained: dict, folder: Path) -> tuple[Path, Validation]:
@@ -137,14 +145,21 @@ def test_gate_refuses_a_deliberately_degraded_model(trained: dict, tmp_path: Pat
 def test_export_with_precision_writes_only_what_passes(trained: dict, tmp_path: Path) -> None:
     model, v = trained["ckpt"].model, trained["validation"]
     norm = trained["ckpt"].normalization
-    res = rnnedge.export(model, torch.randn(1, 8, 1), tmp_path / "m.onnx", normalization=norm,
-                         precision="int8", validation=v)
+    res = rnnedge.export(
+        model,
+        torch.randn(1, 8, 1),
+        tmp_path / "m.onnx",
+        normalization=norm,
+        precision="int8",
+        validation=v,
+    )
     assert res.spec.precision.precision == "int8" and res.precision.path == res.path
     assert stored_spec(res.path).precision == res.spec.precision
     assert _files(tmp_path) == ["m.onnx"]
     with pytest.raises(InputError, match="validation data"):
-        rnnedge.export(model, torch.randn(1, 8, 1), tmp_path / "n.onnx", normalization=norm,
-                       precision="int8")
+        rnnedge.export(
+            model, torch.randn(1, 8, 1), tmp_path / "n.onnx", normalization=norm, precision="int8"
+        )
     with pytest.raises(InputError, match="precision 'int4' is not known"):
         rnnedge.export(model, torch.randn(1, 8, 1), tmp_path / "n.onnx", precision="int4")
     assert _files(tmp_path) == ["m.onnx"]
@@ -152,8 +167,9 @@ def test_export_with_precision_writes_only_what_passes(trained: dict, tmp_path: 
 
 def test_gru_int8_says_its_recurrent_weights_stay_fp32(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = SequenceModel(ModelConfig(cell="gru", input_size=1, hidden_size=16, num_layers=1,
-                                      output_size=1)).eval()
+    model = SequenceModel(
+        ModelConfig(cell="gru", input_size=1, hidden_size=16, num_layers=1, output_size=1)
+    ).eval()
     rnnedge.export(model, torch.randn(1, 8, 1), tmp_path / "gru.onnx")
     x = np.random.default_rng(0).standard_normal((4, 20, 1)).astype(np.float32)
     with torch.inference_mode():
@@ -166,20 +182,24 @@ def test_gru_int8_says_its_recurrent_weights_stay_fp32(tmp_path: Path) -> None:
 def _bad(trained: dict, tmp_path: Path, **kw: object) -> None:
     kw.setdefault("validation", trained["validation"])
     kw.setdefault("precision", "int8")
-    quantize(trained["path"], kw.pop("precision"), kw.pop("validation"),
-             out=tmp_path / "out.onnx", **kw)
+    quantize(
+        trained["path"], kw.pop("precision"), kw.pop("validation"), out=tmp_path / "out.onnx", **kw
+    )
 
 
-@pytest.mark.parametrize(("validation", "match"), [
-    (lambda v: (v.x[..., [0, 0]], v.y), r"x has shape \(30, 32, 2\).*features=1"),
-    (lambda v: (v.x[0], v.y[0]), "x has shape"),
-    (lambda v: (v.x, v.y[:, :5]), r"y has shape \(30, 5, 1\)"),
-    (lambda v: (v.x[:1, :20], v.y[:1, :20]), "too short"),
-    (lambda v: Validation(v.x[:1], v.y[:1], warmup=31), "too short"),
-    (lambda v: (np.where(np.arange(32)[None, :, None] == 3, np.nan, v.x), v.y), "NaN"),
-    (lambda v: None, "none was given"),
-    (lambda v: v.x, "pair"),
-])
+@pytest.mark.parametrize(
+    ("validation", "match"),
+    [
+        (lambda v: (v.x[..., [0, 0]], v.y), r"x has shape \(30, 32, 2\).*features=1"),
+        (lambda v: (v.x[0], v.y[0]), "x has shape"),
+        (lambda v: (v.x, v.y[:, :5]), r"y has shape \(30, 5, 1\)"),
+        (lambda v: (v.x[:1, :20], v.y[:1, :20]), "too short"),
+        (lambda v: Validation(v.x[:1], v.y[:1], warmup=31), "too short"),
+        (lambda v: (np.where(np.arange(32)[None, :, None] == 3, np.nan, v.x), v.y), "NaN"),
+        (lambda v: None, "none was given"),
+        (lambda v: v.x, "pair"),
+    ],
+)
 def test_bad_validation_is_refused(trained: dict, tmp_path: Path, validation, match) -> None:
     with pytest.raises(InputError, match=match):
         _bad(trained, tmp_path, validation=validation(trained["validation"]))
@@ -205,8 +225,9 @@ def test_unknown_precision_and_bad_margin(trained: dict, tmp_path: Path) -> None
     assert _files(tmp_path) == []
 
 
-def test_bf16_where_the_cpu_has_none_is_refused(trained: dict, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_where_the_cpu_has_none_is_refused(
+    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
     monkeypatch.setattr(ov_backend, "CPUINFO", str(cpuinfo))
@@ -226,8 +247,7 @@ def test_an_int8_file_is_not_quantized_again(trained: dict, tmp_path: Path) -> N
 
 
 @pytest.mark.skipif(ov_backend.bf16_support() is None, reason="this CPU has no native bf16")
-def test_bf16_keeps_the_file_fp32_and_records_bf16_execution(trained: dict,
-                                                             tmp_path: Path) -> None:
+def test_bf16_keeps_the_file_fp32_and_records_bf16_execution(trained: dict, tmp_path: Path) -> None:
     pytest.importorskip("openvino", reason="bf16 runs on OpenVINO (pip install openvino)")
     out = quantize(trained["path"], "bf16", trained["validation"], out=tmp_path / "b.onnx")
     rec = stored_spec(out.path).precision
@@ -258,8 +278,9 @@ def test_precision_record_round_trips_in_the_spec(trained: dict) -> None:
 def test_checkpoint_windows_judge_a_time_major_export(trained: dict, tmp_path: Path) -> None:
     """Validation windows are batch-first; a time-major file gets them transposed, same score."""
     src: SequenceModel = trained["ckpt"].model
-    cfg = ModelConfig(cell="lstm", input_size=1, hidden_size=32, num_layers=2, output_size=1,
-                      batch_first=False)
+    cfg = ModelConfig(
+        cell="lstm", input_size=1, hidden_size=32, num_layers=2, output_size=1, batch_first=False
+    )
     model = SequenceModel(cfg).eval()
     model.load_state_dict(src.state_dict())
     path = tmp_path / "tm.onnx"

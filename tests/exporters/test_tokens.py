@@ -62,8 +62,9 @@ class CastsInside(nn.Module):
         return self.gru(self.emb(x.long()))[0]
 
 
-def _tokens(batch: int, seq_len: int, seed: int = 0, dtype: torch.dtype = torch.int64
-            ) -> torch.Tensor:
+def _tokens(
+    batch: int, seq_len: int, seed: int = 0, dtype: torch.dtype = torch.int64
+) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB, (batch, seq_len), generator=gen).to(dtype)
 
@@ -73,8 +74,13 @@ def _module(cls: type[nn.Module], **kwargs: bool) -> nn.Module:
     return cls(**kwargs).eval()
 
 
-def _raw_check(module: nn.Module, path: Path, shapes: list[tuple[int, int]],
-               time_major: bool = False, dtype: torch.dtype = torch.int64) -> float:
+def _raw_check(
+    module: nn.Module,
+    path: Path,
+    shapes: list[tuple[int, int]],
+    time_major: bool = False,
+    dtype: torch.dtype = torch.int64,
+) -> float:
     """Raw onnxruntime at new shapes vs eager, ids over the whole vocabulary; max abs diff."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (inp,) = [i for i in sess.get_inputs()]
@@ -92,8 +98,9 @@ def _raw_check(module: nn.Module, path: Path, shapes: list[tuple[int, int]],
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-def test_classifier_exports_with_int64_tokens_and_dynamic_axes(tmp_path: Path,
-                                                              exporter: str) -> None:
+def test_classifier_exports_with_int64_tokens_and_dynamic_axes(
+    tmp_path: Path, exporter: str
+) -> None:
     model = _module(Classifier)
     path = tmp_path / "cls.onnx"
     res = rnnedge.export(model, _tokens(3, 9), path, exporter=exporter)
@@ -110,8 +117,9 @@ def test_classifier_exports_with_int64_tokens_and_dynamic_axes(tmp_path: Path,
 
 def test_time_major_tokens_get_layout_tb(tmp_path: Path) -> None:
     model = _module(Classifier, batch_first=False)
-    res = rnnedge.export(model, _tokens(3, 9).T.contiguous(), tmp_path / "tb.onnx",
-                         batch_first=False)
+    res = rnnedge.export(
+        model, _tokens(3, 9).T.contiguous(), tmp_path / "tb.onnx", batch_first=False
+    )
     assert res.spec.layout == "TB" and res.spec.batch_axis == 1 and res.spec.seq_axis == 0
     assert res.spec.inputs[0].shape == ("seq_len", "batch")
     assert _raw_check(model, tmp_path / "tb.onnx", [(1, 1), (4, 17)], time_major=True) < 1e-5
@@ -176,16 +184,21 @@ def test_rank2_float_samples_export_as_bt(tmp_path: Path) -> None:
 
 
 def test_float_tokens_into_an_embedding_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"'emb' \(nn\.Embedding\) was given float32 values; "
-                                         r"token ids must be integers"):
+    with pytest.raises(
+        InputError,
+        match=r"'emb' \(nn\.Embedding\) was given float32 values; "
+        r"token ids must be integers",
+    ):
         rnnedge.export(_module(Tagger), _tokens(2, 5).float(), tmp_path / "f.onnx")
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize(("low", "high", "span"), [(0, VOCAB + 10, "ids must be in 0..49"),
-                                                   (-2, 5, r"span -\d+\.\.\d")])
-def test_token_ids_out_of_the_embedding_are_refused(tmp_path: Path, low: int, high: int,
-                                                    span: str) -> None:
+@pytest.mark.parametrize(
+    ("low", "high", "span"), [(0, VOCAB + 10, "ids must be in 0..49"), (-2, 5, r"span -\d+\.\.\d")]
+)
+def test_token_ids_out_of_the_embedding_are_refused(
+    tmp_path: Path, low: int, high: int, span: str
+) -> None:
     tokens = torch.randint(low, high, (2, 30), generator=torch.Generator().manual_seed(0))
     tokens[0, 0] = low
     with pytest.raises(InputError, match=span) as info:
@@ -195,8 +208,11 @@ def test_token_ids_out_of_the_embedding_are_refused(tmp_path: Path, low: int, hi
 
 
 def test_layout_must_fit_the_example(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"layout 'BTF' does not describe the example of shape "
-                                         r"\(2, 5\)"):
+    with pytest.raises(
+        InputError,
+        match=r"layout 'BTF' does not describe the example of shape "
+        r"\(2, 5\)",
+    ):
         rnnedge.export(_module(Tagger), _tokens(2, 5), tmp_path / "l.onnx", layout="BTF")
     with pytest.raises(InputError, match=r"rank 4.*pass layout="):
         rnnedge.export(_module(Tagger), torch.zeros(1, 2, 3, 4), tmp_path / "l.onnx")

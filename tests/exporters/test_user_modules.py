@@ -60,8 +60,9 @@ class Plain(nn.Module):
         return self.head(y)
 
 
-def _seq(batch: int, seq_len: int, features: int = 2, batch_first: bool = True,
-         seed: int = 0) -> torch.Tensor:
+def _seq(
+    batch: int, seq_len: int, features: int = 2, batch_first: bool = True, seed: int = 0
+) -> torch.Tensor:
     shape = (batch, seq_len, features) if batch_first else (seq_len, batch, features)
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
@@ -73,8 +74,9 @@ def _made(cls: type[nn.Module], *args: object) -> nn.Module:
 
 def test_state_names_work_with_default_names(tmp_path: Path) -> None:
     path = tmp_path / "s.onnx"
-    res = rnnedge.export(_made(WithState), (_seq(3, 7), torch.zeros(1, 3, 8)), path,
-                         state_names=[("h", "h_out")])
+    res = rnnedge.export(
+        _made(WithState), (_seq(3, 7), torch.zeros(1, 3, 8)), path, state_names=[("h", "h_out")]
+    )
     assert [t.name for t in res.spec.inputs] == ["x", "h"]  # forward()'s own parameter names
     assert [t.name for t in res.spec.outputs] == ["y", "h_out"]
     assert res.spec.state_pairs[0].batch_axis == 1
@@ -88,8 +90,12 @@ def test_state_names_work_with_default_names(tmp_path: Path) -> None:
 
 
 def test_a_state_parameter_named_otherwise_takes_the_given_name(tmp_path: Path) -> None:
-    res = rnnedge.export(_made(BatchFirstState), (_seq(3, 7), torch.zeros(3, 2, 8)),
-                         tmp_path / "r.onnx", state_names=[("h", "h_out", 0)])
+    res = rnnedge.export(
+        _made(BatchFirstState),
+        (_seq(3, 7), torch.zeros(3, 2, 8)),
+        tmp_path / "r.onnx",
+        state_names=[("h", "h_out", 0)],
+    )
     assert [t.name for t in res.spec.inputs] == ["x", "h"]
     assert [t.name for t in res.spec.outputs] == ["y", "h_out"]
 
@@ -105,7 +111,8 @@ def test_batch_first_state_can_be_declared(tmp_path: Path, how: str) -> None:
     path = tmp_path / "bf.onnx"
     res = rnnedge.export(model, (_seq(3, 7), torch.zeros(3, 2, 8)), path, **kwargs)
     assert [(p.input, p.output, p.batch_axis) for p in res.spec.state_pairs] == [
-        ("state", "state_out", 0)]
+        ("state", "state_out", 0)
+    ]
     assert res.spec.input("state").shape == ("batch", 2, 8)
     assert res.spec.output("state_out").shape == ("batch", 2, 8)
     assert res.parity is not None and res.parity.ok
@@ -121,28 +128,56 @@ def test_batch_first_state_can_be_declared(tmp_path: Path, how: str) -> None:
 
 def test_an_ambiguous_state_batch_axis_says_how_to_declare_it(tmp_path: Path) -> None:
     # batch 2 == layers 2: axis 1 is guessed (PyTorch's layout) and the module refuses it
-    with pytest.raises(InputError, match=r"Expected hidden size.*declare it: "
-                                         r"state_names=\[\('state', 'state_out', AXIS\)\]"):
-        rnnedge.export(_made(BatchFirstState), (_seq(2, 7), torch.zeros(2, 2, 8)),
-                       tmp_path / "a.onnx", state_names=[("state", "state_out")])
-    with pytest.raises(InputError, match=r"state 'state' has shape \(4, 3, 8\); none of its "
-                                         r"axes match the example's batch 2"):
-        rnnedge.export(_made(BatchFirstState), (_seq(2, 7), torch.zeros(4, 3, 8)),
-                       tmp_path / "a.onnx", state_names=[("state", "state_out")])
+    with pytest.raises(
+        InputError,
+        match=r"Expected hidden size.*declare it: "
+        r"state_names=\[\('state', 'state_out', AXIS\)\]",
+    ):
+        rnnedge.export(
+            _made(BatchFirstState),
+            (_seq(2, 7), torch.zeros(2, 2, 8)),
+            tmp_path / "a.onnx",
+            state_names=[("state", "state_out")],
+        )
+    with pytest.raises(
+        InputError,
+        match=r"state 'state' has shape \(4, 3, 8\); none of its "
+        r"axes match the example's batch 2",
+    ):
+        rnnedge.export(
+            _made(BatchFirstState),
+            (_seq(2, 7), torch.zeros(4, 3, 8)),
+            tmp_path / "a.onnx",
+            state_names=[("state", "state_out")],
+        )
     assert not list(tmp_path.iterdir())
 
 
 def test_bad_state_names_are_refused(tmp_path: Path) -> None:
     args = (_seq(3, 7), torch.zeros(1, 3, 8))
     with pytest.raises(InputError, match=r"state_batch_axis names \['g'\], which are not"):
-        rnnedge.export(_made(WithState), args, tmp_path / "b.onnx",
-                       state_names=[("h", "h_out")], state_batch_axis={"g": 0})
+        rnnedge.export(
+            _made(WithState),
+            args,
+            tmp_path / "b.onnx",
+            state_names=[("h", "h_out")],
+            state_batch_axis={"g": 0},
+        )
     with pytest.raises(InputError, match=r"gets batch axis 0 from state_names and 1 from"):
-        rnnedge.export(_made(WithState), args, tmp_path / "b.onnx",
-                       state_names=[("h", "h_out", 0)], state_batch_axis={"h": 1})
+        rnnedge.export(
+            _made(WithState),
+            args,
+            tmp_path / "b.onnx",
+            state_names=[("h", "h_out", 0)],
+            state_batch_axis={"h": 1},
+        )
     with pytest.raises(InputError, match=r"state inputs \['a', 'b'\] are not among"):
-        rnnedge.export(_made(WithState), args, tmp_path / "b.onnx",
-                       state_names=[("a", "a_out"), ("b", "b_out")])
+        rnnedge.export(
+            _made(WithState),
+            args,
+            tmp_path / "b.onnx",
+            state_names=[("a", "a_out"), ("b", "b_out")],
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -150,15 +185,18 @@ CONFIGS = list(itertools.product(RNNS, (1, 2), (True, False)))
 
 
 @pytest.mark.parametrize(("cell", "num_layers", "batch_first"), CONFIGS)
-def test_lifted_module_equals_the_original(tmp_path: Path, cell: str, num_layers: int,
-                                           batch_first: bool) -> None:
+def test_lifted_module_equals_the_original(
+    tmp_path: Path, cell: str, num_layers: int, batch_first: bool
+) -> None:
     model = _made(Plain, cell, num_layers, batch_first)
     path = tmp_path / "lifted.onnx"
-    res = rnnedge.export(model, _seq(2, 7, 3, batch_first), path, streamable=True,
-                         batch_first=batch_first)
+    res = rnnedge.export(
+        model, _seq(2, 7, 3, batch_first), path, streamable=True, batch_first=batch_first
+    )
     kinds = ["h", "c"] if cell == "lstm" else ["h"]
     assert [(p.input, p.output, p.batch_axis) for p in res.lifted] == [
-        (f"{k}0", f"{k}n", 1) for k in kinds]
+        (f"{k}0", f"{k}n", 1) for k in kinds
+    ]
     assert res.spec.streamable and res.spec.num_layers == num_layers
     assert res.spec.input("h0").shape == (num_layers, "batch", 8)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -173,8 +211,9 @@ def test_lifted_module_equals_the_original(tmp_path: Path, cell: str, num_layers
     part1 = sess.run(None, {"x": first, **zeros})
     carried = {f"{k}0": part1[1 + i] for i, k in enumerate(kinds)}
     part2 = sess.run(None, {"x": second, **carried})
-    np.testing.assert_allclose(np.concatenate([part1[0], part2[0]], axis=seq_axis), expected,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.concatenate([part1[0], part2[0]], axis=seq_axis), expected, atol=1e-5
+    )
 
 
 def test_lifting_through_dynamo_and_rnnedge_streams(tmp_path: Path) -> None:
@@ -275,22 +314,34 @@ class NoRnn(nn.Module):
         return self.linear(x)
 
 
-ACCEPT = (r"accept and return the state: def forward\(self, x, h=None\): y, h = "
-          r"self\.gru\(x, h\); return self\.head\(y\), h")
+ACCEPT = (
+    r"accept and return the state: def forward\(self, x, h=None\): y, h = "
+    r"self\.gru\(x, h\); return self\.head\(y\), h"
+)
 
 
-@pytest.mark.parametrize(("cls", "needle"), [
-    (Loop, r"'gru' ran 7 times in one call at seq_len=7 .*" + ACCEPT),
-    (Branches, r"into a Python value \(__bool__: an if/while.*torch\.where; " + ACCEPT),
-    (LearnedStart, r"'gru' is given an initial state of the module's own that is not zero.*"
-                   + ACCEPT),
-    (MeanOverTime, r"output 'y' over two chunks \(split after step 1\) with the state "
-                   r"carried differs from one pass .*mixes time steps outside its RNN"),
-    (Bidirectional, r"'lstm' is bidirectional: .* use bidirectional=False to stream"),
-    (NoRnn, r"no nn\.RNN/nn\.LSTM/nn\.GRU submodule.*streamable=False"),
-], ids=lambda v: v.__name__ if isinstance(v, type) else "")
-def test_modules_that_cannot_be_lifted_say_what_to_change(tmp_path: Path, cls: type[nn.Module],
-                                                          needle: str) -> None:
+@pytest.mark.parametrize(
+    ("cls", "needle"),
+    [
+        (Loop, r"'gru' ran 7 times in one call at seq_len=7 .*" + ACCEPT),
+        (Branches, r"into a Python value \(__bool__: an if/while.*torch\.where; " + ACCEPT),
+        (
+            LearnedStart,
+            r"'gru' is given an initial state of the module's own that is not zero.*" + ACCEPT,
+        ),
+        (
+            MeanOverTime,
+            r"output 'y' over two chunks \(split after step 1\) with the state "
+            r"carried differs from one pass .*mixes time steps outside its RNN",
+        ),
+        (Bidirectional, r"'lstm' is bidirectional: .* use bidirectional=False to stream"),
+        (NoRnn, r"no nn\.RNN/nn\.LSTM/nn\.GRU submodule.*streamable=False"),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else "",
+)
+def test_modules_that_cannot_be_lifted_say_what_to_change(
+    tmp_path: Path, cls: type[nn.Module], needle: str
+) -> None:
     path = tmp_path / "no.onnx"
     with pytest.raises(UnsupportedModelError, match=needle):
         rnnedge.export(_made(cls), _seq(2, 7, 3), path, streamable=True)
@@ -308,9 +359,11 @@ def test_lstm_advice_names_both_states(tmp_path: Path) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.cat([self.enc(x[:, :3])[0], self.enc(x[:, 3:])[0]], 1)
 
-    with pytest.raises(UnsupportedModelError,
-                       match=r"'enc' ran 2 times.*y, \(h, c\) = self\.enc\(x, None if h is None "
-                             r"else \(h, c\)\); return self\.head\(y\), h, c"):
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"'enc' ran 2 times.*y, \(h, c\) = self\.enc\(x, None if h is None "
+        r"else \(h, c\)\); return self\.head\(y\), h, c",
+    ):
         rnnedge.export(_made(LstmLoop), _seq(2, 7, 3), tmp_path / "l.onnx", streamable=True)
 
 

@@ -48,20 +48,26 @@ def sha256(path: Path) -> str:
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def close_enough(got: np.ndarray, want: np.ndarray) -> bool:
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     return got.shape == want.shape and bool(
-        np.all(np.abs(got - want) <= ATOL + RTOL * np.abs(want)))
+        np.all(np.abs(got - want) <= ATOL + RTOL * np.abs(want))
+    )
 
 
 def write_csv(path: Path, values: np.ndarray) -> None:
     lines = ["date," + ",".join(FEATURES)]
-    lines += [f"2000-01-{1 + i // 24:02d}T{i % 24:02d}:00," + ",".join(repr(float(v)) for v in row)
-              for i, row in enumerate(values)]
+    lines += [
+        f"2000-01-{1 + i // 24:02d}T{i % 24:02d}:00," + ",".join(repr(float(v)) for v in row)
+        for i, row in enumerate(values)
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -78,28 +84,47 @@ def build(folder: Path) -> Artifacts:
 
     folder.mkdir(parents=True, exist_ok=True)
     series = data.synthetic(240, features=len(FEATURES), seed=3)
-    result = train(series, ModelConfig(cell="lstm", input_size=len(FEATURES), hidden_size=4,
-                                       output_size=1),
-                   TrainConfig(epochs=2, window=8, batch_size=32, seed=0))
+    result = train(
+        series,
+        ModelConfig(cell="lstm", input_size=len(FEATURES), hidden_size=4, output_size=1),
+        TrainConfig(epochs=2, window=8, batch_size=32, seed=0),
+    )
     ckpt = save_checkpoint(folder / "model.pt", result)
     loaded = load_checkpoint(ckpt)
     onnx_path = folder / "model.onnx"
     with torch.no_grad():
         try:
-            rnnedge.export(loaded.model, example_for(True, len(FEATURES)), onnx_path,
-                           normalization=loaded.normalization, contract=loaded.contract)
+            rnnedge.export(
+                loaded.model,
+                example_for(True, len(FEATURES)),
+                onnx_path,
+                normalization=loaded.normalization,
+                contract=loaded.contract,
+            )
         except rnnedge.RnnEdgeError:  # the controls family reports it; the rest still runs
-            rnnedge.export(loaded.model, example_for(True, len(FEATURES)), onnx_path,
-                           normalization=loaded.normalization)
-    values = np.asarray(data.synthetic(SERIES_LEN, features=len(FEATURES), seed=11).values,
-                        dtype=np.float32) * 3.0 + 1.0
+            rnnedge.export(
+                loaded.model,
+                example_for(True, len(FEATURES)),
+                onnx_path,
+                normalization=loaded.normalization,
+            )
+    values = (
+        np.asarray(
+            data.synthetic(SERIES_LEN, features=len(FEATURES), seed=11).values, dtype=np.float32
+        )
+        * 3.0
+        + 1.0
+    )
     csv = folder / "series.csv"
     write_csv(csv, values)
     batch_dir = folder / "batch"
     batch_dir.mkdir()
     rows = ["seq_id,step," + ",".join(FEATURES)]
-    rows += [f"{s},{t}," + ",".join(repr(float(v)) for v in values[s * 10 + t])
-             for s in range(2) for t in range(10)]
+    rows += [
+        f"{s},{t}," + ",".join(repr(float(v)) for v in values[s * 10 + t])
+        for s in range(2)
+        for t in range(10)
+    ]
     (batch_dir / "part.csv").write_text("\n".join(rows) + "\n")
     with rnnedge.load(onnx_path) as model:
         y, _ = model.run(values[None])
@@ -107,6 +132,16 @@ def build(folder: Path) -> Artifacts:
 
     proto = onnx.load(str(onnx_path))
     spec = json.loads(next(p.value for p in proto.metadata_props if p.key == SPEC_KEY))
-    return Artifacts(folder, ckpt, onnx_path, csv, batch_dir, values, np.asarray(y),
-                     onnx_path.read_bytes(), Path(ckpt).read_bytes(), spec,
-                     tree_hashes(folder))
+    return Artifacts(
+        folder,
+        ckpt,
+        onnx_path,
+        csv,
+        batch_dir,
+        values,
+        np.asarray(y),
+        onnx_path.read_bytes(),
+        Path(ckpt).read_bytes(),
+        spec,
+        tree_hashes(folder),
+    )

@@ -153,8 +153,7 @@ def json_stdout_problem(stdout: str) -> str | None:
     return None
 
 
-def forecast_csv_problem(path: Path, want: np.ndarray | None, rows: int | None
-                         ) -> str | None:
+def forecast_csv_problem(path: Path, want: np.ndarray | None, rows: int | None) -> str | None:
     """A forecast CSV: `rows` data rows (if known), finite forecast_* columns, equal to `want`
     if given."""
     if not path.is_file():
@@ -184,8 +183,10 @@ def onnx_ok(path: Path, art: Artifacts) -> str | None:
     try:
         y = load_and_run(path, art.x)
     except Exception as exc:  # the file export wrote must load: anything else is the escape
-        return f"exit 0 but the written model cannot be used: {type(exc).__name__}: " \
-               f"{short(str(exc), 120)}"
+        return (
+            f"exit 0 but the written model cannot be used: {type(exc).__name__}: "
+            f"{short(str(exc), 120)}"
+        )
     arr = np.asarray(y)
     if arr.shape != (1, SERIES_LEN, 1) or not np.all(np.isfinite(arr)):
         return f"exit 0 but the written model forecasts shape {arr.shape} / non-finite values"
@@ -227,8 +228,11 @@ def deep(depth: int, leaf: Any = 0, kind: str = "list") -> Any:
 
 
 def deep_json(depth: int, kind: str = "list") -> str:
-    return ("[" * depth + "0" + "]" * depth) if kind == "list" else (
-        '{"a":' * depth + "0" + "}" * depth)
+    return (
+        ("[" * depth + "0" + "]" * depth)
+        if kind == "list"
+        else ('{"a":' * depth + "0" + "}" * depth)
+    )
 
 
 # --- the registry -------------------------------------------------------------------------------
@@ -259,7 +263,15 @@ def families() -> dict[str, Callable[[Artifacts, np.random.Generator], list[Case
 
 
 FAMILIES = (
-    "controls", "onnx_bytes", "onnx_spec", "tuning", "arrays", "csv", "checkpoints", "cli_args")
+    "controls",
+    "onnx_bytes",
+    "onnx_spec",
+    "tuning",
+    "arrays",
+    "csv",
+    "checkpoints",
+    "cli_args",
+)
 
 
 def generate(family: str, art: Artifacts, seed: int | None = None) -> list[Case]:
@@ -270,8 +282,11 @@ def generate(family: str, art: Artifacts, seed: int | None = None) -> list[Case]
     return cases
 
 
-def numbered(family: str, items: list[tuple[str, str, Callable[[Ctx], Api | Cli], bool]]
-             ) -> list[Case]:
+def numbered(
+    family: str, items: list[tuple[str, str, Callable[[Ctx], Api | Cli], bool]]
+) -> list[Case]:
     """Cases from (kind, summary, build, ray) tuples, with ids `family-0007-kind`."""
-    return [Case(f"{family}-{i:04d}-{kind}", family, kind, summary, build, ray)
-            for i, (kind, summary, build, ray) in enumerate(items)]
+    return [
+        Case(f"{family}-{i:04d}-{kind}", family, kind, summary, build, ray)
+        for i, (kind, summary, build, ray) in enumerate(items)
+    ]

@@ -68,6 +68,7 @@ def _saved(edit: Callable[[dict[str, Any], Path], Any]) -> Callable[[Ctx], Path]
         else:
             torch.save(payload if result is None else result, path)
         return path
+
     return write
 
 
@@ -79,6 +80,7 @@ def _json_edit(key: str, sub: str | None, value: Any) -> Callable[[dict, Path], 
             d = json.loads(p[key])
             d[sub] = value
             p[key] = json.dumps(d)
+
     return edit
 
 
@@ -93,29 +95,47 @@ def _evil_zip(p: dict, marker: Path) -> bytes:
     with zipfile.ZipFile(out, "w") as z:
         for info in src.infolist():
             data = src.read(info)
-            z.writestr(info, pickle.dumps(Evil(marker), protocol=2)
-                       if info.filename.endswith("data.pkl") else data)
+            z.writestr(
+                info,
+                pickle.dumps(Evil(marker), protocol=2)
+                if info.filename.endswith("data.pkl")
+                else data,
+            )
     return out.getvalue()
 
 
-def _checkpoint_writers(art: Artifacts, rng: np.random.Generator
-                        ) -> list[tuple[str, str, Callable[[Ctx], Path], bool]]:
+def _checkpoint_writers(
+    art: Artifacts, rng: np.random.Generator
+) -> list[tuple[str, str, Callable[[Ctx], Path], bool]]:
     """(kind, summary, write(ctx) -> checkpoint path, malicious)."""
     out: list[tuple[str, str, Callable[[Ctx], Path], bool]] = []
     for _ in range(24):
         what, data = mutate_bytes(rng, art.ckpt_bytes)
-        out.append(("bytes", f"model.pt {what}", lambda ctx, d=data: ctx.write("model.pt", d),
-                    False))
-    out += [("empty", "an empty model.pt", lambda ctx: ctx.write("model.pt", b""), False),
-            ("onnx", "an ONNX file named model.pt",
-             lambda ctx: ctx.write("model.pt", ctx.art.onnx_bytes), False),
-            ("text", "a text file", lambda ctx: ctx.write("model.pt", "hello\n"), False),
-            ("directory", "a directory",
-             lambda ctx: (ctx.dir / "model.pt").mkdir() or ctx.dir / "model.pt", False)]
+        out.append(
+            ("bytes", f"model.pt {what}", lambda ctx, d=data: ctx.write("model.pt", d), False)
+        )
+    out += [
+        ("empty", "an empty model.pt", lambda ctx: ctx.write("model.pt", b""), False),
+        (
+            "onnx",
+            "an ONNX file named model.pt",
+            lambda ctx: ctx.write("model.pt", ctx.art.onnx_bytes),
+            False,
+        ),
+        ("text", "a text file", lambda ctx: ctx.write("model.pt", "hello\n"), False),
+        (
+            "directory",
+            "a directory",
+            lambda ctx: (ctx.dir / "model.pt").mkdir() or ctx.dir / "model.pt",
+            False,
+        ),
+    ]
     evil: list[tuple[str, Callable[[dict, Path], Any]]] = [
         ("an Evil object beside the weights", lambda p, m: {**p, "evil": Evil(m)}),
-        ("an Evil object inside state_dict",
-         lambda p, m: {**p, "state_dict": {**p["state_dict"], "evil": Evil(m)}}),
+        (
+            "an Evil object inside state_dict",
+            lambda p, m: {**p, "state_dict": {**p["state_dict"], "evil": Evil(m)}},
+        ),
         ("a raw pickle (protocol 2) of Evil", lambda p, m: pickle.dumps(Evil(m), protocol=2)),
         ("a raw pickle (protocol 0) of Evil", lambda p, m: pickle.dumps(Evil(m), protocol=0)),
         ("a torch zip whose data.pkl is Evil", _evil_zip),
@@ -123,34 +143,71 @@ def _checkpoint_writers(art: Artifacts, rng: np.random.Generator
     out += [("pickle", f"model.pt: {s}", _saved(e), True) for s, e in evil]
     nan, inf = float("nan"), float("inf")
     edits: list[tuple[str, str, Any]] = [
-        ("mean", "normalization", [nan, 0.0]), ("mean", "normalization", [inf, 0.0]),
-        ("mean", "normalization", [1e308, 1e308]), ("std", "normalization", [0.0, 1.0]),
-        ("std", "normalization", [-1.0, 1.0]), ("std", "normalization", [nan, 1.0]),
-        ("mean", "normalization", [0.0]), ("mean", "normalization", [0.0, 0.0, 0.0]),
-        ("std", "normalization", [1.0, 1.0, 1.0]), ("target_index", "normalization", [5]),
-        ("target_index", "normalization", [-1]), ("target_index", "normalization", [2]),
-        ("target_index", "normalization", []), ("target_index", "normalization", ["a"]),
+        ("mean", "normalization", [nan, 0.0]),
+        ("mean", "normalization", [inf, 0.0]),
+        ("mean", "normalization", [1e308, 1e308]),
+        ("std", "normalization", [0.0, 1.0]),
+        ("std", "normalization", [-1.0, 1.0]),
+        ("std", "normalization", [nan, 1.0]),
+        ("mean", "normalization", [0.0]),
+        ("mean", "normalization", [0.0, 0.0, 0.0]),
+        ("std", "normalization", [1.0, 1.0, 1.0]),
+        ("target_index", "normalization", [5]),
+        ("target_index", "normalization", [-1]),
+        ("target_index", "normalization", [2]),
+        ("target_index", "normalization", []),
+        ("target_index", "normalization", ["a"]),
         ("target_index", "normalization", [0, 0]),
-        ("hidden_size", "model_config", 0), ("hidden_size", "model_config", 10**12),
-        ("hidden_size", "model_config", "4"), ("cell", "model_config", "bogus"),
-        ("input_size", "model_config", 3), ("bidirectional", "model_config", True),
-        ("batch_first", "model_config", False), ("dropout", "model_config", 2.0),
-        ("zzz", "model_config", 1), ("window", "train_config", "x"),
-        ("features", "contract", ["x0", "x0"]), ("targets", "contract", ["zz"]),
-        ("horizon", "contract", 0), ("features", "contract", ["x1", "x0"]),
+        ("hidden_size", "model_config", 0),
+        ("hidden_size", "model_config", 10**12),
+        ("hidden_size", "model_config", "4"),
+        ("cell", "model_config", "bogus"),
+        ("input_size", "model_config", 3),
+        ("bidirectional", "model_config", True),
+        ("batch_first", "model_config", False),
+        ("dropout", "model_config", 2.0),
+        ("zzz", "model_config", 1),
+        ("window", "train_config", "x"),
+        ("features", "contract", ["x0", "x0"]),
+        ("targets", "contract", ["zz"]),
+        ("horizon", "contract", 0),
+        ("features", "contract", ["x1", "x0"]),
     ]
     for sub, key, value in edits:
-        out.append(("json", f"checkpoint {key}.{sub} = {short(value, 30)}",
-                    _saved(_json_edit(key, sub, value)), False))
-    for key, value in (("normalization", "{"), ("normalization", "5"), ("model_config", "[]"),
-                       ("format", "rnnedge.checkpoint/9"), ("metrics", "not json"),
-                       ("contract", "{"), ("source", 5), ("state_dict", [1, 2]),
-                       ("val_values", "x")):
-        out.append(("field", f"checkpoint {key} = {short(value, 30)}",
-                    _saved(_json_edit(key, None, value)), False))
-    for how, summary in (("nan", "a NaN weight"), ("inf", "an Inf weight"),
-                         ("drop", "a missing weight"), ("shape", "a wrong-shape weight"),
-                         ("int", "int weights")):
+        out.append(
+            (
+                "json",
+                f"checkpoint {key}.{sub} = {short(value, 30)}",
+                _saved(_json_edit(key, sub, value)),
+                False,
+            )
+        )
+    for key, value in (
+        ("normalization", "{"),
+        ("normalization", "5"),
+        ("model_config", "[]"),
+        ("format", "rnnedge.checkpoint/9"),
+        ("metrics", "not json"),
+        ("contract", "{"),
+        ("source", 5),
+        ("state_dict", [1, 2]),
+        ("val_values", "x"),
+    ):
+        out.append(
+            (
+                "field",
+                f"checkpoint {key} = {short(value, 30)}",
+                _saved(_json_edit(key, None, value)),
+                False,
+            )
+        )
+    for how, summary in (
+        ("nan", "a NaN weight"),
+        ("inf", "an Inf weight"),
+        ("drop", "a missing weight"),
+        ("shape", "a wrong-shape weight"),
+        ("int", "int weights"),
+    ):
         out.append(("weights", summary, _saved(lambda p, m, how=how: _weights(p, how)), False))
     return out
 
@@ -177,8 +234,7 @@ def checkpoints(art: Artifacts, rng: np.random.Generator) -> list[Case]:
     for kind, summary, write, malicious in _checkpoint_writers(art, rng):
         ops = ("export", "verify", "api", "bench") if malicious else ("export",)
         for op in ops:
-            items.append((f"{kind}-{op}", f"{op}: {summary}", _checkpoint_build(write, op),
-                          False))
+            items.append((f"{kind}-{op}", f"{op}: {summary}", _checkpoint_build(write, op), False))
     return numbered("checkpoints", items)
 
 
@@ -192,15 +248,44 @@ def _checkpoint_build(write: Callable[[Ctx], Path], op: str) -> Build:
             return Api(lambda: load_checkpoint(ckpt))
         if op == "verify":
             onnx = ctx.copy(art.onnx, "model.onnx")
-            return Cli(["verify", str(onnx), "--checkpoint", str(ckpt), "--batches", "1",
-                        "--seq-lens", "3", "--json"], check=json_stdout_problem,
-                       inputs=(onnx, ckpt))
+            return Cli(
+                [
+                    "verify",
+                    str(onnx),
+                    "--checkpoint",
+                    str(ckpt),
+                    "--batches",
+                    "1",
+                    "--seq-lens",
+                    "3",
+                    "--json",
+                ],
+                check=json_stdout_problem,
+                inputs=(onnx, ckpt),
+            )
         if op == "bench":
-            return Cli(["bench", str(ckpt), "--batches", "1", "--seq-lens", "2", "--budget-s",
-                        "0.01", "--no-stream", "--json"], check=json_stdout_problem,
-                       inputs=(ckpt,))
+            return Cli(
+                [
+                    "bench",
+                    str(ckpt),
+                    "--batches",
+                    "1",
+                    "--seq-lens",
+                    "2",
+                    "--budget-s",
+                    "0.01",
+                    "--no-stream",
+                    "--json",
+                ],
+                check=json_stdout_problem,
+                inputs=(ckpt,),
+            )
         out = ctx.dir / "exported.onnx"
-        return Cli(["export", str(ckpt), "-o", str(out), "--json"], (out,),
-                   check=lambda _: onnx_ok(out, art), inputs=(ckpt,))
-    return build
+        return Cli(
+            ["export", str(ckpt), "-o", str(out), "--json"],
+            (out,),
+            check=lambda _: onnx_ok(out, art),
+            inputs=(ckpt,),
+        )
 
+    return build

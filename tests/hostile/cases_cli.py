@@ -37,33 +37,89 @@ from tests.hostile.cases import (
 )
 
 #: value-option cases per command (each may run the whole command, so the slow ones get few)
-BUDGET = {"demo": 5, "report": 5, "batch-infer": 4, "bench": 12, "train": 22, "export": 22,
-          "verify": 22, "triton": 22, "serve": 16, "run": 40, "inspect": 12, "lint": 14,
-          "runtimes": 6}
+BUDGET = {
+    "demo": 5,
+    "report": 5,
+    "batch-infer": 4,
+    "bench": 12,
+    "train": 22,
+    "export": 22,
+    "verify": 22,
+    "triton": 22,
+    "serve": 16,
+    "run": 40,
+    "inspect": 12,
+    "lint": 14,
+    "runtimes": 6,
+}
 #: output-path cases per output option of the slow commands (all kinds elsewhere)
 SLOW_OUTPUT_CASES = {"demo": 3, "report": 3, "batch-infer": 2, "bench": 4}
 VALUES: tuple[str, ...] = (
-    "nan", "inf", "-inf", "-1", "0", "-0", "1e309", "1000000000000", "9" * 30, "1.5", "1e3",
-    "0x10", "abc", "", " ", "\x00", "A" * 5000, "1,2", "-", "٣")
-LIST_VALUES = ("", ",", "1,,2", "0", "-1", "1,-1", "nan", "1.5", "1000000000000", "a,b",
-               ",".join(["1"] * 5000), " 1 , 2 ")
+    "nan",
+    "inf",
+    "-inf",
+    "-1",
+    "0",
+    "-0",
+    "1e309",
+    "1000000000000",
+    "9" * 30,
+    "1.5",
+    "1e3",
+    "0x10",
+    "abc",
+    "",
+    " ",
+    "\x00",
+    "A" * 5000,
+    "1,2",
+    "-",
+    "٣",
+)
+LIST_VALUES = (
+    "",
+    ",",
+    "1,,2",
+    "0",
+    "-1",
+    "1,-1",
+    "nan",
+    "1.5",
+    "1000000000000",
+    "a,b",
+    ",".join(["1"] * 5000),
+    " 1 , 2 ",
+)
 EXTRA_VALUES: dict[str, tuple[str, ...]] = {
     "columns": ("x0,x0", "x1,x0", "nope", ",", "date", "x0", "x0,x1,x0"),
     "target": ("x1", "nope", "date"),
     "state": ("h0", "h0:hn:x", ":", "h0:h0", "x:y", "h0:hn,c0:cn"),
     "runtime": ("ort-cuda", "tensorrt", "torch", "openvino", "auto", "ORT-CPU"),
-    "nan_policy": ("interpolate", "RAISE"), "cell": ("LSTM",), "exporter": ("dynamo",),
+    "nan_policy": ("interpolate", "RAISE"),
+    "cell": ("LSTM",),
+    "exporter": ("dynamo",),
 }
 #: command lines issue 12 found escaping, kept whatever the seed: (command, option dest, value)
-ISSUE_CASES = (("bench", "budget_s", "nan"), ("report", "budget_s", "nan"),
-               ("bench", "retries", "-1"), ("triton", "idle_timeout", "nan"),
-               ("triton", "idle_timeout", "inf"), ("serve", "idle_timeout", "nan"),
-               ("verify", "batches", "1000000000000"), ("train", "hidden_size", "100000000000"),
-               ("report", "batches", "0"), ("run", "chunk", "0"))
+ISSUE_CASES = (
+    ("bench", "budget_s", "nan"),
+    ("report", "budget_s", "nan"),
+    ("bench", "retries", "-1"),
+    ("triton", "idle_timeout", "nan"),
+    ("triton", "idle_timeout", "inf"),
+    ("serve", "idle_timeout", "nan"),
+    ("verify", "batches", "1000000000000"),
+    ("train", "hidden_size", "100000000000"),
+    ("report", "batches", "0"),
+    ("run", "chunk", "0"),
+)
 OUTPUT_DESTS = ("output", "out_dir", "markdown", "plot", "log_file")
 INPUT_DESTS = ("model", "checkpoint", "input", "data")
-FOLDER_OUTPUT = {("demo", "out_dir"), ("report", "out_dir"), ("triton", "output"),
-                 ("batch-infer", "output")}
+FOLDER_OUTPUT = {
+    ("demo", "out_dir"),
+    ("report", "out_dir"),
+    ("triton", "output"),
+    ("batch-infer", "output"),
+}
 
 
 # --- the valid invocation of each command -------------------------------------------------------
@@ -79,56 +135,126 @@ class Base:
 
 def _base(command: str, ctx: Ctx) -> Base | None:
     art, d = ctx.art, ctx.dir
-    onnx = ctx.copy(art.onnx, "model.onnx") if command not in ("demo", "train", "runtimes",
-                                                               "export", "report") else None
+    onnx = (
+        ctx.copy(art.onnx, "model.onnx")
+        if command not in ("demo", "train", "runtimes", "export", "report")
+        else None
+    )
     ckpt = ctx.copy(art.ckpt, "model.pt") if command in ("export", "verify", "report") else None
     data = ctx.copy(art.csv, "series.csv") if command in ("train", "run") else None
     js = [("--json", None)]
     small = [("--batches", "1"), ("--seq-lens", "2"), ("--budget-s", "0.01")]
     if command == "demo":
-        return Base([], [("--out-dir", str(d / "demo")), ("--epochs", "1"),
-                         ("--hidden-size", "4"), ("--window", "8"), *js],
-                    {"out_dir": d / "demo"}, check=json_stdout_problem)
+        return Base(
+            [],
+            [
+                ("--out-dir", str(d / "demo")),
+                ("--epochs", "1"),
+                ("--hidden-size", "4"),
+                ("--window", "8"),
+                *js,
+            ],
+            {"out_dir": d / "demo"},
+            check=json_stdout_problem,
+        )
     if command == "train":
         out = d / "trained.pt"
-        return Base([], [("--data", str(data)), ("--target", "x0"), ("--epochs", "1"),
-                         ("--hidden-size", "4"), ("--window", "8"), ("-o", str(out)), *js],
-                    {"output": out}, {"data": data}, check=json_stdout_problem)
+        return Base(
+            [],
+            [
+                ("--data", str(data)),
+                ("--target", "x0"),
+                ("--epochs", "1"),
+                ("--hidden-size", "4"),
+                ("--window", "8"),
+                ("-o", str(out)),
+                *js,
+            ],
+            {"output": out},
+            {"data": data},
+            check=json_stdout_problem,
+        )
     if command == "export":
         out = d / "exported.onnx"
-        return Base([str(ckpt)], [("-o", str(out)), *js], {"output": out}, {"model": ckpt},
-                    check=all_of(json_stdout_problem, lambda _: onnx_ok(out, art)))
+        return Base(
+            [str(ckpt)],
+            [("-o", str(out)), *js],
+            {"output": out},
+            {"model": ckpt},
+            check=all_of(json_stdout_problem, lambda _: onnx_ok(out, art)),
+        )
     if command == "verify":
-        return Base([str(onnx)], [("--checkpoint", str(ckpt)), ("--batches", "1"),
-                                  ("--seq-lens", "3"), ("--runtime", "ort-cpu"), *js], {},
-                    {"model": onnx, "checkpoint": ckpt}, check=json_stdout_problem)
+        return Base(
+            [str(onnx)],
+            [
+                ("--checkpoint", str(ckpt)),
+                ("--batches", "1"),
+                ("--seq-lens", "3"),
+                ("--runtime", "ort-cpu"),
+                *js,
+            ],
+            {},
+            {"model": onnx, "checkpoint": ckpt},
+            check=json_stdout_problem,
+        )
     if command == "run":
         out = d / "forecast.csv"
-        return Base([str(onnx)], [("--input", str(data)), ("-o", str(out))], {"output": out},
-                    {"model": onnx, "input": data},
-                    check=lambda _: forecast_csv_problem(out, art.y, SERIES_LEN))
+        return Base(
+            [str(onnx)],
+            [("--input", str(data)), ("-o", str(out))],
+            {"output": out},
+            {"model": onnx, "input": data},
+            check=lambda _: forecast_csv_problem(out, art.y, SERIES_LEN),
+        )
     if command in ("inspect", "lint"):
         return Base([str(onnx)], js, {}, {"model": onnx}, check=json_stdout_problem)
     if command == "runtimes":
         return Base([], js, check=json_stdout_problem)
     if command == "triton":
-        return Base([str(onnx)], [("-o", str(d / "repo")), *js], {"output": d / "repo"},
-                    {"model": onnx}, check=json_stdout_problem)
+        return Base(
+            [str(onnx)],
+            [("-o", str(d / "repo")), *js],
+            {"output": d / "repo"},
+            {"model": onnx},
+            check=json_stdout_problem,
+        )
     if command == "serve":
-        return Base([str(onnx)], [("--http-port", "18000"), ("--grpc-port", "18001")], {},
-                    {"model": onnx})
+        return Base(
+            [str(onnx)], [("--http-port", "18000"), ("--grpc-port", "18001")], {}, {"model": onnx}
+        )
     if command == "batch-infer":
         batch = ctx.copy(art.batch_dir, "batch")
-        return Base([str(onnx)], [("--input", str(batch)), ("--output", str(d / "bi")),
-                                  ("--actors", "1"), *js], {"output": d / "bi"},
-                    {"model": onnx, "input": batch}, check=json_stdout_problem, ray=True)
+        return Base(
+            [str(onnx)],
+            [("--input", str(batch)), ("--output", str(d / "bi")), ("--actors", "1"), *js],
+            {"output": d / "bi"},
+            {"model": onnx, "input": batch},
+            check=json_stdout_problem,
+            ray=True,
+        )
     if command == "bench":
-        return Base([str(onnx)], [*small, ("--warmup", "1"), ("--retries", "0"),
-                                  ("--no-stream", None), ("--runtime", "ort-raw"), *js],
-                    {}, {"model": onnx}, check=json_stdout_problem)
+        return Base(
+            [str(onnx)],
+            [
+                *small,
+                ("--warmup", "1"),
+                ("--retries", "0"),
+                ("--no-stream", None),
+                ("--runtime", "ort-raw"),
+                *js,
+            ],
+            {},
+            {"model": onnx},
+            check=json_stdout_problem,
+        )
     if command == "report":
-        return Base([str(ckpt)], [("-o", str(d / "rep")), *small, *js], {"output": d / "rep"},
-                    {"model": ckpt}, check=json_stdout_problem)
+        return Base(
+            [str(ckpt)],
+            [("-o", str(d / "rep")), *small, *js],
+            {"output": d / "rep"},
+            {"model": ckpt},
+            check=json_stdout_problem,
+        )
     return None
 
 
@@ -146,9 +272,14 @@ def _flags(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {s: a for a in p._actions for s in a.option_strings}
 
 
-def _argv(command: str, base: Base, p: argparse.ArgumentParser,
-          change: dict[str, str | None] | None = None, positional: str | None = None,
-          force: bool = False) -> list[str]:
+def _argv(
+    command: str,
+    base: Base,
+    p: argparse.ArgumentParser,
+    change: dict[str, str | None] | None = None,
+    positional: str | None = None,
+    force: bool = False,
+) -> list[str]:
     """The base argv with options the parser knows; `change` sets option values by dest."""
     flags = _flags(p)
     change = dict(change or {})
@@ -173,55 +304,103 @@ def _argv(command: str, base: Base, p: argparse.ArgumentParser,
 
 
 def _value_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in p._actions if a.option_strings and a.nargs != 0
-            and a.dest not in OUTPUT_DESTS + INPUT_DESTS and a.dest != "help"]
+    return [
+        a
+        for a in p._actions
+        if a.option_strings
+        and a.nargs != 0
+        and a.dest not in OUTPUT_DESTS + INPUT_DESTS
+        and a.dest != "help"
+    ]
 
 
-def _cli(command: str, p: argparse.ArgumentParser, make: Callable[[Ctx, Base], Any]
-         ) -> Callable[[Ctx], Api | Cli]:
+def _cli(
+    command: str, p: argparse.ArgumentParser, make: Callable[[Ctx, Base], Any]
+) -> Callable[[Ctx], Api | Cli]:
     def build(ctx: Ctx) -> Api | Cli:
         base = _base(command, ctx)
         assert base is not None
         return make(ctx, base)
+
     return build
 
 
-def _plain(command: str, p: argparse.ArgumentParser, change: dict[str, str | None]
-           ) -> Callable[[Ctx], Api | Cli]:
+def _plain(
+    command: str, p: argparse.ArgumentParser, change: dict[str, str | None]
+) -> Callable[[Ctx], Api | Cli]:
     def make(ctx: Ctx, base: Base) -> Cli:
-        return Cli(_argv(command, base, p, change), tuple(base.outputs.values()),
-                   check=base.check, inputs=tuple(base.inputs.values()))
+        return Cli(
+            _argv(command, base, p, change),
+            tuple(base.outputs.values()),
+            check=base.check,
+            inputs=tuple(base.inputs.values()),
+        )
+
     return _cli(command, p, make)
 
 
 # --- controls -----------------------------------------------------------------------------------
 def controls(art: Artifacts, rng: np.random.Generator) -> list[Case]:
     items: list[tuple[str, str, Callable[[Ctx], Api | Cli], bool]] = [
-        ("api-run", "Model.run on the valid series",
-         lambda ctx: Api(lambda: load_and_run(ctx.art.onnx, ctx.art.x),
-                         lambda y: equal_forecast(y, ctx.art.y), must_succeed=True), False),
-        ("api-stream", "a stream fed 7 then 53 steps",
-         lambda ctx: Api(lambda: load_and_stream(ctx.art.onnx, ctx.art.x, 7),
-                         lambda y: equal_forecast(y, ctx.art.y), must_succeed=True), False),
-        ("api-list", "Model.run on nested Python lists",
-         lambda ctx: Api(lambda: load_and_run(ctx.art.onnx, ctx.art.x.tolist()),
-                         lambda y: equal_forecast(y, ctx.art.y), must_succeed=True), False),
-        ("api-export", "rnnedge.export of the checkpoint with its data contract",
-         _export_with_contract, False),
+        (
+            "api-run",
+            "Model.run on the valid series",
+            lambda ctx: Api(
+                lambda: load_and_run(ctx.art.onnx, ctx.art.x),
+                lambda y: equal_forecast(y, ctx.art.y),
+                must_succeed=True,
+            ),
+            False,
+        ),
+        (
+            "api-stream",
+            "a stream fed 7 then 53 steps",
+            lambda ctx: Api(
+                lambda: load_and_stream(ctx.art.onnx, ctx.art.x, 7),
+                lambda y: equal_forecast(y, ctx.art.y),
+                must_succeed=True,
+            ),
+            False,
+        ),
+        (
+            "api-list",
+            "Model.run on nested Python lists",
+            lambda ctx: Api(
+                lambda: load_and_run(ctx.art.onnx, ctx.art.x.tolist()),
+                lambda y: equal_forecast(y, ctx.art.y),
+                must_succeed=True,
+            ),
+            False,
+        ),
+        (
+            "api-export",
+            "rnnedge.export of the checkpoint with its data contract",
+            _export_with_contract,
+            False,
+        ),
     ]
     for command, p in commands().items():
         if command == "serve":  # serves forever when it works: no valid invocation that ends
             continue
 
-        def make(ctx: Ctx, command: str = command, p: argparse.ArgumentParser = p
-                 ) -> Api | Cli:
+        def make(ctx: Ctx, command: str = command, p: argparse.ArgumentParser = p) -> Api | Cli:
             base = _base(command, ctx)
             if base is None:
-                return Api(lambda: (_ for _ in ()).throw(AssertionError(
-                    f"no valid invocation for `rnnedge {command}`: add one to _base in "
-                    "tests/hostile/cases_cli.py")))
-            return Cli(_argv(command, base, p), tuple(base.outputs.values()), check=base.check,
-                       inputs=tuple(base.inputs.values()), must_succeed=True)
+                return Api(
+                    lambda: (_ for _ in ()).throw(
+                        AssertionError(
+                            f"no valid invocation for `rnnedge {command}`: add one to _base in "
+                            "tests/hostile/cases_cli.py"
+                        )
+                    )
+                )
+            return Cli(
+                _argv(command, base, p),
+                tuple(base.outputs.values()),
+                check=base.check,
+                inputs=tuple(base.inputs.values()),
+                must_succeed=True,
+            )
 
         ray = command == "batch-infer"
         items.append((f"cli-{command}", f"rnnedge {command}, a valid invocation", make, ray))
@@ -241,8 +420,13 @@ def _export_with_contract(ctx: Ctx) -> Api:
         ckpt = load_checkpoint(path)
         out = ctx.dir / "contract.onnx"
         with torch.no_grad():
-            res = rnnedge.export(ckpt.model, example_for(True, 2), out,
-                                 normalization=ckpt.normalization, contract=ckpt.contract)
+            res = rnnedge.export(
+                ckpt.model,
+                example_for(True, 2),
+                out,
+                normalization=ckpt.normalization,
+                contract=ckpt.contract,
+            )
         if res.spec.contract is None:
             return "the exported spec has no data contract"
         return equal_forecast(load_and_run(out, ctx.art.x), ctx.art.y)
@@ -277,10 +461,30 @@ def _input_kinds(ctx: Ctx, kind: str, base: Base) -> str:
     raise AssertionError(kind)
 
 
-INPUT_KINDS = ("missing", "directory", "empty", "junk", "loop", "long-name", "nul", "stdin",
-               "wrong-kind")
-OUTPUT_KINDS = ("exists", "exists-force", "is-dir", "under-file", "long-name", "unwritable",
-                "dot", "same-as-input", "same-via-symlink", "same-via-hardlink", "suffix")
+INPUT_KINDS = (
+    "missing",
+    "directory",
+    "empty",
+    "junk",
+    "loop",
+    "long-name",
+    "nul",
+    "stdin",
+    "wrong-kind",
+)
+OUTPUT_KINDS = (
+    "exists",
+    "exists-force",
+    "is-dir",
+    "under-file",
+    "long-name",
+    "unwritable",
+    "dot",
+    "same-as-input",
+    "same-via-symlink",
+    "same-via-hardlink",
+    "suffix",
+)
 
 
 def _unwritable(d: Path) -> Path:
@@ -292,8 +496,9 @@ def _unwritable(d: Path) -> Path:
     return locked / "out"
 
 
-def _output_case(command: str, p: argparse.ArgumentParser, dest: str, kind: str,
-                 pick: int) -> Callable[[Ctx], Api | Cli]:
+def _output_case(
+    command: str, p: argparse.ArgumentParser, dest: str, kind: str, pick: int
+) -> Callable[[Ctx], Api | Cli]:
     folder = (command, dest) in FOLDER_OUTPUT
 
     def make(ctx: Ctx, base: Base) -> Cli:
@@ -336,16 +541,25 @@ def _output_case(command: str, p: argparse.ArgumentParser, dest: str, kind: str,
                 out = d / ("link" + target.suffix)
                 (os.symlink if link == "same-via-symlink" else os.link)(target, out)
         argv = _argv(command, base, p, {dest: str(out)}, force=force)
-        return Cli(argv, outputs or (out,), replace=force, check=base.check, inputs=inputs,
-                   must_refuse=must_refuse)
+        return Cli(
+            argv,
+            outputs or (out,),
+            replace=force,
+            check=base.check,
+            inputs=inputs,
+            must_refuse=must_refuse,
+        )
 
     return _cli(command, p, make)
 
 
 def _suffix(base: Base, dest: str) -> str:
     path = base.outputs.get(dest)
-    return path.suffix if path is not None else {"markdown": ".md", "plot": ".png",
-                                                 "log_file": ".log"}.get(dest, "")
+    return (
+        path.suffix
+        if path is not None
+        else {"markdown": ".md", "plot": ".png", "log_file": ".log"}.get(dest, "")
+    )
 
 
 def cli_args(art: Artifacts, rng: np.random.Generator) -> list[Case]:
@@ -361,40 +575,69 @@ def cli_args(art: Artifacts, rng: np.random.Generator) -> list[Case]:
         ray = base.ray
         pool: list[tuple[str, str, str]] = []
         for action in _value_options(p):
-            values = (LIST_VALUES if action.dest in ("batches", "seq_lens") else VALUES)
+            values = LIST_VALUES if action.dest in ("batches", "seq_lens") else VALUES
             values = values + EXTRA_VALUES.get(action.dest, ())
             pool += [(action.dest, action.option_strings[-1], v) for v in values]
         chosen = [pool[int(i)] for i in rng.permutation(len(pool))[: BUDGET.get(command, 10)]]
-        chosen += [(dest, f"--{dest.replace('_', '-')}", value) for cmd, dest, value in ISSUE_CASES
-                   if cmd == command and any(a.dest == dest for a in _value_options(p))]
+        chosen += [
+            (dest, f"--{dest.replace('_', '-')}", value)
+            for cmd, dest, value in ISSUE_CASES
+            if cmd == command and any(a.dest == dest for a in _value_options(p))
+        ]
         for dest, flag, value in chosen:
-            items.append((f"{command}-value", f"rnnedge {command} {flag}={short(value, 40)}",
-                          _plain(command, p, {dest: value}), ray))
+            items.append(
+                (
+                    f"{command}-value",
+                    f"rnnedge {command} {flag}={short(value, 40)}",
+                    _plain(command, p, {dest: value}),
+                    ray,
+                )
+            )
         for dest in [a.dest for a in p._actions if a.dest in INPUT_DESTS]:
             for kind in rng.choice(INPUT_KINDS, size=3, replace=False):
-                items.append((f"{command}-input", f"rnnedge {command} {dest} is {kind}",
-                              _input_case(command, p, dest, str(kind)), ray))
+                items.append(
+                    (
+                        f"{command}-input",
+                        f"rnnedge {command} {dest} is {kind}",
+                        _input_case(command, p, dest, str(kind)),
+                        ray,
+                    )
+                )
         for dest in [a.dest for a in p._actions if a.dest in OUTPUT_DESTS]:
             kinds = [k for k in OUTPUT_KINDS if base.inputs or not k.startswith("same")]
             if command in SLOW_OUTPUT_CASES:
-                kinds = [str(k) for k in rng.choice(kinds, size=SLOW_OUTPUT_CASES[command],
-                                                    replace=False)]
+                kinds = [
+                    str(k)
+                    for k in rng.choice(kinds, size=SLOW_OUTPUT_CASES[command], replace=False)
+                ]
             for kind in kinds:
                 pick = int(rng.integers(0, 4))
-                items.append((f"{command}-output", f"rnnedge {command} {dest}: {kind}",
-                              _output_case(command, p, dest, kind, pick), ray))
+                items.append(
+                    (
+                        f"{command}-output",
+                        f"rnnedge {command} {dest}: {kind}",
+                        _output_case(command, p, dest, kind, pick),
+                        ray,
+                    )
+                )
     return numbered("cli_args", items)
 
 
-def _input_case(command: str, p: argparse.ArgumentParser, dest: str, kind: str
-                ) -> Callable[[Ctx], Api | Cli]:
+def _input_case(
+    command: str, p: argparse.ArgumentParser, dest: str, kind: str
+) -> Callable[[Ctx], Api | Cli]:
     def make(ctx: Ctx, base: Base) -> Cli:
         value = _input_kinds(ctx, kind, base)
         positional = any(a.dest == dest and not a.option_strings for a in p._actions)
-        argv = (_argv(command, base, p, positional=value) if positional
-                else _argv(command, base, p, {dest: value}))
-        return Cli(argv, tuple(base.outputs.values()), check=base.check,
-                   inputs=tuple(base.inputs.values()))
+        argv = (
+            _argv(command, base, p, positional=value)
+            if positional
+            else _argv(command, base, p, {dest: value})
+        )
+        return Cli(
+            argv, tuple(base.outputs.values()), check=base.check, inputs=tuple(base.inputs.values())
+        )
+
     return _cli(command, p, make)
 
 

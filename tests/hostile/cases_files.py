@@ -46,22 +46,33 @@ def act(ctx: Ctx, path: Any, op: str, equal: bool) -> Api | Cli:
     art = ctx.art
     want = art.y if equal else None
     if op == "load" or (op != "stream" and not isinstance(path, (str, Path))):
-        return Api(lambda: load_and_run(path, art.x),
-                   lambda y: equal_forecast(y, want) if equal else finite_forecast(y, SERIES_LEN))
+        return Api(
+            lambda: load_and_run(path, art.x),
+            lambda y: equal_forecast(y, want) if equal else finite_forecast(y, SERIES_LEN),
+        )
     if op == "stream":
-        return Api(lambda: load_and_stream(path, art.x, 7),
-                   lambda y: equal_forecast(y, want) if equal else finite_forecast(y, SERIES_LEN))
+        return Api(
+            lambda: load_and_stream(path, art.x, 7),
+            lambda y: equal_forecast(y, want) if equal else finite_forecast(y, SERIES_LEN),
+        )
     if op == "run":
         out = ctx.dir / "forecast.csv"
         csv = ctx.copy(art.csv, "input.csv")
-        return Cli(["run", str(path), "--input", str(csv), "-o", str(out)], outputs=(out,),
-                   check=lambda _: forecast_csv_problem(out, want, SERIES_LEN))
+        return Cli(
+            ["run", str(path), "--input", str(csv), "-o", str(out)],
+            outputs=(out,),
+            check=lambda _: forecast_csv_problem(out, want, SERIES_LEN),
+        )
     return Cli([op, str(path), "--json"], check=json_stdout_problem, exit_1_is_result=op == "lint")
 
 
-def _cases(family: str, rng: np.random.Generator,
-           specs: list[tuple[str, str, Writer, bool]], ops: tuple[str, ...] = OPS,
-           weights: tuple[float, ...] = (0.5, 0.15, 0.15, 0.1, 0.1)) -> list[Case]:
+def _cases(
+    family: str,
+    rng: np.random.Generator,
+    specs: list[tuple[str, str, Writer, bool]],
+    ops: tuple[str, ...] = OPS,
+    weights: tuple[float, ...] = (0.5, 0.15, 0.15, 0.1, 0.1),
+) -> list[Case]:
     items = []
     for kind, summary, write, equal in specs:
         op = str(rng.choice(ops, p=weights))
@@ -91,6 +102,7 @@ def _linked(kind: str) -> Writer:
         link = ctx.dir / "model.onnx"
         (os.symlink if kind == "symlink" else os.link)(real, link)
         return link
+
     return write
 
 
@@ -106,58 +118,100 @@ def onnx_bytes(art: Artifacts, rng: np.random.Generator) -> list[Case]:
     for n in (1, 7, 100, 5000, 200_000):
         junk = rng.bytes(n)
         specs.append(("garbage", f"{n} random bytes", _bytes_writer(junk), False))
-    for label, blob in (("nul-bytes", b"\0" * 4096), ("text", b"not an onnx model\n"),
-                        ("json", json.dumps(art.spec).encode()),
-                        ("zip-header", b"PK\x03\x04" + rng.bytes(200)),
-                        ("checkpoint", art.ckpt_bytes), ("csv", art.csv.read_bytes()),
-                        ("twice", data + data), ("varint-overflow", b"\x0a" + b"\xff" * 12)):
+    for label, blob in (
+        ("nul-bytes", b"\0" * 4096),
+        ("text", b"not an onnx model\n"),
+        ("json", json.dumps(art.spec).encode()),
+        ("zip-header", b"PK\x03\x04" + rng.bytes(200)),
+        ("checkpoint", art.ckpt_bytes),
+        ("csv", art.csv.read_bytes()),
+        ("twice", data + data),
+        ("varint-overflow", b"\x0a" + b"\xff" * 12),
+    ):
         specs.append((label, f"model.onnx holding {label}", _bytes_writer(blob), False))
     specs += [
         ("empty", "empty model.onnx", _bytes_writer(b""), False),
-        ("directory", "a directory named model.onnx",
-         lambda ctx: (ctx.dir / "model.onnx").mkdir() or ctx.dir / "model.onnx", False),
+        (
+            "directory",
+            "a directory named model.onnx",
+            lambda ctx: (ctx.dir / "model.onnx").mkdir() or ctx.dir / "model.onnx",
+            False,
+        ),
         ("symlink-loop", "a.onnx -> b.onnx -> a.onnx", _symlink_loop, False),
-        ("dangling-link", "a symlink to a missing file",
-         lambda ctx: os.symlink(ctx.dir / "gone.onnx", ctx.dir / "m.onnx") or ctx.dir / "m.onnx",
-         False),
+        (
+            "dangling-link",
+            "a symlink to a missing file",
+            lambda ctx: os.symlink(ctx.dir / "gone.onnx", ctx.dir / "m.onnx") or ctx.dir / "m.onnx",
+            False,
+        ),
         ("missing", "a path that does not exist", lambda ctx: ctx.dir / "missing.onnx", False),
-        ("under-file", "a path below a regular file",
-         lambda ctx: ctx.copy(ctx.art.onnx) / "inner.onnx", False),
-        ("name-256", "a 256-character file name", lambda ctx: ctx.dir / ("m" * 251 + ".onnx"),
-         False),
+        (
+            "under-file",
+            "a path below a regular file",
+            lambda ctx: ctx.copy(ctx.art.onnx) / "inner.onnx",
+            False,
+        ),
+        (
+            "name-256",
+            "a 256-character file name",
+            lambda ctx: ctx.dir / ("m" * 251 + ".onnx"),
+            False,
+        ),
         ("nul-in-path", "a path with a NUL byte", lambda ctx: str(ctx.dir / "a\0b.onnx"), False),
         ("symlink", "a symlink to the valid model", _linked("symlink"), True),
         ("hardlink", "a hard link to the valid model", _linked("hardlink"), True),
     ]
     for n in (244, 245, 250, 255):
-        specs.append((f"name-{n}", f"the valid model under a {n}-character name",
-                      _bytes_writer(data, "m" * (n - 5) + ".onnx"), True))
-    for name in ("my model.onnx", "modèle-模型.onnx", "new\nline.onnx", "model", "MODEL.ONNX",
-                 ".hidden.onnx", "-dash.onnx", "semi;colon $(x).onnx"):
-        specs.append(("odd-name", f"the valid model named {name!r}", _bytes_writer(data, name),
-                      True))
+        specs.append(
+            (
+                f"name-{n}",
+                f"the valid model under a {n}-character name",
+                _bytes_writer(data, "m" * (n - 5) + ".onnx"),
+                True,
+            )
+        )
+    for name in (
+        "my model.onnx",
+        "modèle-模型.onnx",
+        "new\nline.onnx",
+        "model",
+        "MODEL.ONNX",
+        ".hidden.onnx",
+        "-dash.onnx",
+        "semi;colon $(x).onnx",
+    ):
+        specs.append(
+            ("odd-name", f"the valid model named {name!r}", _bytes_writer(data, name), True)
+        )
     cases = _cases("onnx_bytes", rng, specs)
     api_only: list[tuple[str, str, Writer, bool]] = [
-        ("path-bytes", "the path as bytes", lambda ctx: os.fsencode(ctx.copy(ctx.art.onnx)),
-         True),
-        ("model-bytes", "the model's bytes instead of a path", lambda ctx: ctx.art.onnx_bytes,
-         True),
+        ("path-bytes", "the path as bytes", lambda ctx: os.fsencode(ctx.copy(ctx.art.onnx)), True),
+        (
+            "model-bytes",
+            "the model's bytes instead of a path",
+            lambda ctx: ctx.art.onnx_bytes,
+            True,
+        ),
         ("path-none", "None as the path", lambda ctx: None, False),
         ("path-int", "3 as the path", lambda ctx: 3, False),
         ("path-float", "1.5 as the path", lambda ctx: 1.5, False),
         ("path-list", "[path] as the path", lambda ctx: [str(ctx.copy(ctx.art.onnx))], False),
-        ("path-dict", "{'path': path}", lambda ctx: {"path": str(ctx.copy(ctx.art.onnx))},
-         False),
-        ("path-relative", "'./model.onnx' relative to the working directory",
-         lambda ctx: ctx.copy(ctx.art.onnx) and "./model.onnx", True),
+        ("path-dict", "{'path': path}", lambda ctx: {"path": str(ctx.copy(ctx.art.onnx))}, False),
+        (
+            "path-relative",
+            "'./model.onnx' relative to the working directory",
+            lambda ctx: ctx.copy(ctx.art.onnx) and "./model.onnx",
+            True,
+        ),
     ]
     more = _cases("onnx_bytes", rng, api_only, ops=("load",), weights=(1.0,))
     return numbered("onnx_bytes", [(c.kind, c.summary, c.build, False) for c in cases + more])
 
 
 # --- spec metadata ------------------------------------------------------------------------------
-def _with_spec(art: Artifacts, text: str | bytes | None, extra: tuple[tuple[str, str], ...] = ()
-               ) -> bytes:
+def _with_spec(
+    art: Artifacts, text: str | bytes | None, extra: tuple[tuple[str, str], ...] = ()
+) -> bytes:
     """The valid model with its spec replaced (None: removed); bytes may be invalid UTF-8."""
     import onnx
 
@@ -202,11 +256,38 @@ def _set(spec: dict, path: tuple[Any, ...], value: Any) -> dict:
 
 
 _DELETE = object()
-DTYPES: tuple[Any, ...] = ("float64", "float16", "int64", "int8", "bool", "string", "complex64",
-                           "bfloat16", "float128", "", "object", None, 5, ["float32"],
-                           "tensor(float)")
-DIMS: tuple[Any, ...] = (-1, 0, 10**12, 2**63, 10**9, 3, "", None, 1.5, True, "seq_len", [],
-                         "batch")
+DTYPES: tuple[Any, ...] = (
+    "float64",
+    "float16",
+    "int64",
+    "int8",
+    "bool",
+    "string",
+    "complex64",
+    "bfloat16",
+    "float128",
+    "",
+    "object",
+    None,
+    5,
+    ["float32"],
+    "tensor(float)",
+)
+DIMS: tuple[Any, ...] = (
+    -1,
+    0,
+    10**12,
+    2**63,
+    10**9,
+    3,
+    "",
+    None,
+    1.5,
+    True,
+    "seq_len",
+    [],
+    "batch",
+)
 
 
 def _spec_mutations(spec: dict, rng: np.random.Generator) -> list[tuple[str, str, dict | str]]:
@@ -233,52 +314,105 @@ def _spec_mutations(spec: dict, rng: np.random.Generator) -> list[tuple[str, str
         for value in (shape[:-1], [*shape, 1], [], "abc", None, {"0": 1}):
             add("rank", (*t, "shape"), value)
     pairs = spec["state_pairs"]
-    for value in ([], pairs[::-1], [{"input": "x", "output": "y", "batch_axis": 0}],
-                  pairs + pairs, [{"input": "h0"}], {"input": "h0", "output": "hn"},
-                  [["h0", "hn"]], [{"input": "hn", "output": "h0", "batch_axis": 1}]):
+    for value in (
+        [],
+        pairs[::-1],
+        [{"input": "x", "output": "y", "batch_axis": 0}],
+        pairs + pairs,
+        [{"input": "h0"}],
+        {"input": "h0", "output": "hn"},
+        [["h0", "hn"]],
+        [{"input": "hn", "output": "h0", "batch_axis": 1}],
+    ):
         add("state-pairs", ("state_pairs",), value)
     for value in (-1, 0, 2, 3, 10**9, "1", None, 1.5):
         add("state-axis", ("state_pairs", 0, "batch_axis"), value)
     for key in ("data_input", "data_output"):
         for i in rng.choice(9, size=5, replace=False):
             add("names", (key,), ("h0", "y", "hn", "nope", "", None, 5, ["x"], "x")[int(i)])
-    for key, values in (("batch_first", (False, "no", None, "false")),
-                        ("bidirectional", (True, "yes")), ("cell", ("bogus", 5)),
-                        ("hidden_size", (-1, 10**12, "4")), ("input_size", (3, 0)),
-                        ("num_layers", (2, -5)), ("output_size", (0, 10**12))):
+    for key, values in (
+        ("batch_first", (False, "no", None, "false")),
+        ("bidirectional", (True, "yes")),
+        ("cell", ("bogus", 5)),
+        ("hidden_size", (-1, 10**12, "4")),
+        ("input_size", (3, 0)),
+        ("num_layers", (2, -5)),
+        ("output_size", (0, 10**12)),
+    ):
         for value in values:
             add("layout", (key,), value)
     nan, inf = float("nan"), float("inf")
-    norm = [("mean", [nan, 0.0]), ("mean", [inf, 0.0]), ("mean", [1e308, 1e308]),
-            ("mean", [-1e308, 1e308]), ("std", [0.0, 1.0]), ("std", [-1.0, 1.0]),
-            ("std", [nan, 1.0]), ("std", [1e-310, 1.0]), ("std", [1e-300, 1e-300]),
-            ("mean", [0.0]), ("mean", [0.0, 0.0, 0.0]), ("mean", []), ("std", [1.0]),
-            ("std", [1.0, 1.0, 1.0]), ("target_index", [5]), ("target_index", [-3]),
-            ("target_index", [2]), ("target_index", []), ("target_index", [0, 0]),
-            ("target_index", ["0"]), ("target_index", [1.5]), ("target_index", [10**30]),
-            ("target_index", None), ("target_index", "0"), ("target_index", [[0]]),
-            ("mean", "abc"), ("mean", ["a", "b"]), ("mean", [[0.0, 0.0]]), ("mean", None),
-            ("std", _DELETE), ("target_index", [1])]
+    norm = [
+        ("mean", [nan, 0.0]),
+        ("mean", [inf, 0.0]),
+        ("mean", [1e308, 1e308]),
+        ("mean", [-1e308, 1e308]),
+        ("std", [0.0, 1.0]),
+        ("std", [-1.0, 1.0]),
+        ("std", [nan, 1.0]),
+        ("std", [1e-310, 1.0]),
+        ("std", [1e-300, 1e-300]),
+        ("mean", [0.0]),
+        ("mean", [0.0, 0.0, 0.0]),
+        ("mean", []),
+        ("std", [1.0]),
+        ("std", [1.0, 1.0, 1.0]),
+        ("target_index", [5]),
+        ("target_index", [-3]),
+        ("target_index", [2]),
+        ("target_index", []),
+        ("target_index", [0, 0]),
+        ("target_index", ["0"]),
+        ("target_index", [1.5]),
+        ("target_index", [10**30]),
+        ("target_index", None),
+        ("target_index", "0"),
+        ("target_index", [[0]]),
+        ("mean", "abc"),
+        ("mean", ["a", "b"]),
+        ("mean", [[0.0, 0.0]]),
+        ("mean", None),
+        ("std", _DELETE),
+        ("target_index", [1]),
+    ]
     for key, value in norm:
         add("normalization", ("normalization", key), value)
     for value in ([], "x", 5, {"mean": [0.0, 0.0]}):
         add("normalization", ("normalization",), value)
     if spec.get("contract"):
-        for key, value in (("features", ["x0", "x0"]), ("targets", ["zz"]), ("horizon", 0),
-                           ("horizon", -1), ("horizon", "1"), ("horizon", 1.5),
-                           ("horizon", 10**30), ("horizon", True), ("features", []),
-                           ("features", [1, 2]), ("features", "x0,x1"), ("features", None),
-                           ("features", ["x1", "x0"]), ("features", ["x0", "x1", "x2"]),
-                           ("units", []), ("units", "m"), ("fingerprint", 5),
-                           ("time_column", []), ("targets", [])):
+        for key, value in (
+            ("features", ["x0", "x0"]),
+            ("targets", ["zz"]),
+            ("horizon", 0),
+            ("horizon", -1),
+            ("horizon", "1"),
+            ("horizon", 1.5),
+            ("horizon", 10**30),
+            ("horizon", True),
+            ("features", []),
+            ("features", [1, 2]),
+            ("features", "x0,x1"),
+            ("features", None),
+            ("features", ["x1", "x0"]),
+            ("features", ["x0", "x1", "x2"]),
+            ("units", []),
+            ("units", "m"),
+            ("fingerprint", 5),
+            ("time_column", []),
+            ("targets", []),
+        ):
             add("contract", ("contract", key), value)
     for value in ([], "x"):
         add("contract", ("contract",), value)
     for value in (2, 10**30, -1, "1", "x", None, 1.5):
         add("format", ("format",), value)
-    for value in ("fp32", [], {}, {"precision": "int8"},
-                  {"precision": "int8", "metric": "mse", "margin": "x", "fp32_value": 1,
-                   "value": 1}):
+    for value in (
+        "fp32",
+        [],
+        {},
+        {"precision": "int8"},
+        {"precision": "int8", "metric": "mse", "margin": "x", "fp32_value": 1, "value": 1},
+    ):
         add("precision", ("precision",), value)
     for value in ([], None, 5, {"a": {"b": 1}}, deep(100, kind="dict")):
         add("producer", ("producer",), value)
@@ -292,41 +426,74 @@ def onnx_spec(art: Artifacts, rng: np.random.Generator) -> list[Case]:
     for kind, summary, mutated in _spec_mutations(spec, rng):
         specs.append((kind, summary, _spec_writer(json.dumps(mutated)), False))
     for cut in sorted(int(c) for c in rng.integers(1, len(text), size=8)):
-        specs.append(("truncated-json", f"spec JSON cut at {cut} of {len(text)} chars",
-                      _spec_writer(text[:cut]), False))
+        specs.append(
+            (
+                "truncated-json",
+                f"spec JSON cut at {cut} of {len(text)} chars",
+                _spec_writer(text[:cut]),
+                False,
+            )
+        )
     raw: list[tuple[str, str, str | bytes | None]] = [
         ("invalid-utf8", "spec bytes 0xff 0xfe", b"\xff\xfe" + text.encode()[2:]),
         ("invalid-utf8", "spec with a lone continuation byte", text.encode()[:-1] + b"\x80"),
         ("invalid-utf8", "spec with an encoded surrogate", text.encode()[:-3] + b"\xed\xa0\x80"),
-        ("not-object", "spec '[]'", "[]"), ("not-object", "spec '\"s\"'", '"s"'),
-        ("not-object", "spec '5'", "5"), ("not-object", "spec 'null'", "null"),
-        ("not-object", "spec 'true'", "true"), ("empty", "spec ''", ""),
+        ("not-object", "spec '[]'", "[]"),
+        ("not-object", "spec '\"s\"'", '"s"'),
+        ("not-object", "spec '5'", "5"),
+        ("not-object", "spec 'null'", "null"),
+        ("not-object", "spec 'true'", "true"),
+        ("empty", "spec ''", ""),
         ("empty", "spec of spaces", "   "),
         ("deep-json", "spec: 100000 nested arrays", deep_json(100_000)),
         ("deep-json", "spec: 100000 nested objects", deep_json(100_000, "dict")),
         ("deep-json", "spec: 2000 nested arrays", deep_json(2000)),
-        ("deep-json", "spec.producer: 5000 nested objects",
-         text[:-1] + ', "extra": ' + deep_json(5000, "dict") + "}"),
-        ("huge", "spec with a 5 MB string field", text[:-1] + ', "pad": "' + "a" * 5_000_000
-         + '"}'),
-        ("duplicate-key", "spec with 'inputs' given twice (second: 5)",
-         text[:-1] + ', "inputs": 5}'),
-        ("nan-literal", "spec 'NaN'", "NaN"), ("bom", "spec with a UTF-8 BOM", "\ufeff" + text),
+        (
+            "deep-json",
+            "spec.producer: 5000 nested objects",
+            text[:-1] + ', "extra": ' + deep_json(5000, "dict") + "}",
+        ),
+        (
+            "huge",
+            "spec with a 5 MB string field",
+            text[:-1] + ', "pad": "' + "a" * 5_000_000 + '"}',
+        ),
+        (
+            "duplicate-key",
+            "spec with 'inputs' given twice (second: 5)",
+            text[:-1] + ', "inputs": 5}',
+        ),
+        ("nan-literal", "spec 'NaN'", "NaN"),
+        ("bom", "spec with a UTF-8 BOM", "\ufeff" + text),
         ("trailing", "spec followed by '}}'", text + "}}"),
         ("missing", "no spec (a foreign model)", None),
     ]
     for kind, summary, value in raw:
         specs.append((kind, summary, _spec_writer(value), False))
-    specs.append(("duplicate-entry", "two rnnedge.spec entries, the second junk",
-                  _spec_writer(text, (("rnnedge.spec", "junk"),)), False))
-    specs.append(("other-key", "the spec under key 'rnnedge.spec ' (trailing space)",
-                  lambda ctx: ctx.write("model.onnx", _with_spec(
-                      ctx.art, None, (("rnnedge.spec ", text),))), False))
-    benign = [("unknown-key", "spec with an unknown top-level key", {**spec, "future": [1]}),
-              ("unknown-key", "spec input with an unknown key",
-               _set(spec, ("inputs", 0, "doc"), "x")),
-              ("producer", "spec producer replaced", {**spec, "producer": {"who": "me"}}),
-              ("reordered", "spec keys in reverse order", dict(reversed(list(spec.items()))))]
+    specs.append(
+        (
+            "duplicate-entry",
+            "two rnnedge.spec entries, the second junk",
+            _spec_writer(text, (("rnnedge.spec", "junk"),)),
+            False,
+        )
+    )
+    specs.append(
+        (
+            "other-key",
+            "the spec under key 'rnnedge.spec ' (trailing space)",
+            lambda ctx: ctx.write(
+                "model.onnx", _with_spec(ctx.art, None, (("rnnedge.spec ", text),))
+            ),
+            False,
+        )
+    )
+    benign = [
+        ("unknown-key", "spec with an unknown top-level key", {**spec, "future": [1]}),
+        ("unknown-key", "spec input with an unknown key", _set(spec, ("inputs", 0, "doc"), "x")),
+        ("producer", "spec producer replaced", {**spec, "producer": {"who": "me"}}),
+        ("reordered", "spec keys in reverse order", dict(reversed(list(spec.items())))),
+    ]
     for kind, summary, value in benign:
         specs.append((kind, summary, _spec_writer(json.dumps(value)), True))
     specs.append(("indented", "spec JSON indented", _spec_writer(json.dumps(spec, indent=2)), True))

@@ -54,26 +54,48 @@ def _under(rel: str, work: Path, outputs: tuple[Path, ...]) -> bool:
     return False
 
 
-def file_problems(before: dict[str, str], after: dict[str, str], work: Path, succeeded: bool,
-                  outputs: tuple[Path, ...], replace: bool, inputs: tuple[Path, ...] = ()
-                  ) -> list[Problem]:
+def file_problems(
+    before: dict[str, str],
+    after: dict[str, str],
+    work: Path,
+    succeeded: bool,
+    outputs: tuple[Path, ...],
+    replace: bool,
+    inputs: tuple[Path, ...] = (),
+) -> list[Problem]:
     problems = []
     for rel, digest in before.items():
-        may_change = (succeeded and replace and _under(rel, work, outputs)
-                      and not any((work / rel).absolute() == Path(os.path.normpath(
-                          i if i.is_absolute() else work / i)) for i in inputs))
+        may_change = (
+            succeeded
+            and replace
+            and _under(rel, work, outputs)
+            and not any(
+                (work / rel).absolute()
+                == Path(os.path.normpath(i if i.is_absolute() else work / i))
+                for i in inputs
+            )
+        )
         if rel not in after:
             problems.append(Problem("destroyed", f"'{rel}' was removed", "a file was removed"))
         elif after[rel] != digest and not may_change and digest != "dir":
-            problems.append(Problem("destroyed", f"'{rel}' was changed",
-                                    "an existing file was overwritten"))
+            problems.append(
+                Problem("destroyed", f"'{rel}' was changed", "an existing file was overwritten")
+            )
     for rel in sorted(set(after) - set(before)):
         tmp = rel.endswith(".tmp") or Path(rel).name.startswith(".")
         if tmp or not (succeeded and _under(rel, work, outputs)):
-            why = "a temporary file" if tmp else ("after a refusal" if not succeeded
-                                                  else "not an expected output")
-            problems.append(Problem("left behind", f"'{short_rel(rel)}' left behind ({why})",
-                                    f"{why.split(' (')[0]} left behind"))
+            why = (
+                "a temporary file"
+                if tmp
+                else ("after a refusal" if not succeeded else "not an expected output")
+            )
+            problems.append(
+                Problem(
+                    "left behind",
+                    f"'{short_rel(rel)}' left behind ({why})",
+                    f"{why.split(' (')[0]} left behind",
+                )
+            )
     return problems
 
 

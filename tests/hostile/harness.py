@@ -37,9 +37,21 @@ DEFAULT_TIMEOUT_S = 20.0
 MEMORY_HEADROOM = 6 << 30
 #: outcome labels: the two clean ones, then the kinds of escape
 CLEAN = ("refused", "result")
-ESCAPES = ("crash", "exception", "exit 1", "exit code", "hang", "not one line", "wrong result",
-           "state changed", "destroyed", "left behind", "pickle ran", "control refused",
-           "harness error")
+ESCAPES = (
+    "crash",
+    "exception",
+    "exit 1",
+    "exit code",
+    "hang",
+    "not one line",
+    "wrong result",
+    "state changed",
+    "destroyed",
+    "left behind",
+    "pickle ran",
+    "control refused",
+    "harness error",
+)
 
 
 #: what third-party code leaves in TMPDIR once per process: ONNX Runtime's session id file
@@ -104,8 +116,18 @@ def _where_from_text(text: str) -> tuple[str, str]:
     """(exception type, where) from a printed traceback, as `--debug` shows it."""
     frames = [(m[0], int(m[1]), m[2]) for m in _FRAME.findall(text)]
     lines = [ln for ln in text.strip().splitlines() if ln and not ln.startswith(" ")]
-    last = next((ln for ln in reversed(lines) if re.match(r"^[\w.]+(Error|Exception|Exit|"
-                                                          r"Interrupt|Warning)\b", ln)), "")
+    last = next(
+        (
+            ln
+            for ln in reversed(lines)
+            if re.match(
+                r"^[\w.]+(Error|Exception|Exit|"
+                r"Interrupt|Warning)\b",
+                ln,
+            )
+        ),
+        "",
+    )
     return (last.split(":", 1)[0] or "?"), (_where(frames) if frames else "?")
 
 
@@ -196,9 +218,12 @@ def _native_text(native: Any) -> str:
 def _one_line(exc: BaseException) -> Problem | None:
     text = str(exc)
     if not text.strip() or "\n" in text.strip():
-        return Problem("not one line", f"{type(exc).__name__} message is "
-                       f"{'empty' if not text.strip() else 'several lines'}: {text[:120]!r}",
-                       f"{type(exc).__name__} with a message that is not one line")
+        return Problem(
+            "not one line",
+            f"{type(exc).__name__} message is "
+            f"{'empty' if not text.strip() else 'several lines'}: {text[:120]!r}",
+            f"{type(exc).__name__} with a message that is not one line",
+        )
     return None
 
 
@@ -218,24 +243,41 @@ def _run_api(action: Api, timeout: float) -> tuple[str, list[Problem]]:
             except RnnEdgeError as exc:
                 one = _one_line(exc)
                 if action.must_succeed:
-                    problems.append(Problem("control refused", f"{type(exc).__name__}: "
-                                            f"{short_msg(exc)}", "valid API call refused"))
+                    problems.append(
+                        Problem(
+                            "control refused",
+                            f"{type(exc).__name__}: {short_msg(exc)}",
+                            "valid API call refused",
+                        )
+                    )
                 elif one:
                     problems.append(one)
             if action.after is not None:
                 bad = action.after(status == "refused")
                 if bad:
-                    problems.append(Problem("state changed", bad, f"stream after a "
-                                            f"{'refused' if status == 'refused' else 'accepted'}"
-                                            f" call: {_generic(bad)}"))
+                    problems.append(
+                        Problem(
+                            "state changed",
+                            bad,
+                            f"stream after a "
+                            f"{'refused' if status == 'refused' else 'accepted'}"
+                            f" call: {_generic(bad)}",
+                        )
+                    )
     except CaseTimeout as exc:
         where = _where(_frames(exc))
-        problems.append(Problem("hang", f"no answer within {timeout:g} s (at {where})",
-                                f"hang in {where}"))
+        problems.append(
+            Problem("hang", f"no answer within {timeout:g} s (at {where})", f"hang in {where}")
+        )
     except (Exception, SystemExit) as exc:
         where = _where(_frames(exc))
-        problems.append(Problem("exception", f"{type(exc).__name__}: {short_msg(exc)} at {where}",
-                                f"{type(exc).__name__} in {where}"))
+        problems.append(
+            Problem(
+                "exception",
+                f"{type(exc).__name__}: {short_msg(exc)} at {where}",
+                f"{type(exc).__name__} in {where}",
+            )
+        )
     return status, problems
 
 
@@ -250,8 +292,9 @@ def short_msg(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:150] + "…"
 
 
-def _call_main(argv: list[str], timeout: float
-               ) -> tuple[int | None, str, str, BaseException | None]:
+def _call_main(
+    argv: list[str], timeout: float
+) -> tuple[int | None, str, str, BaseException | None]:
     from rnnedge.cli.main import main
 
     rc: int | None = None
@@ -272,13 +315,18 @@ def _run_cli(action: Cli, timeout: float, rerun: Any) -> tuple[str, list[Problem
     rc, stdout, stderr, escaped = _call_main(action.argv, timeout)
     if isinstance(escaped, CaseTimeout):
         where = _where(_frames(escaped))
-        return "refused", [Problem("hang", f"no exit within {timeout:g} s (at {where})",
-                                   f"hang in {where}")]
+        return "refused", [
+            Problem("hang", f"no exit within {timeout:g} s (at {where})", f"hang in {where}")
+        ]
     if escaped is not None:
         where = _where(_frames(escaped))
-        return "refused", [Problem("exception", f"{type(escaped).__name__} escaped main: "
-                                   f"{short_msg(escaped)} at {where}",
-                                   f"{type(escaped).__name__} in {where}")]
+        return "refused", [
+            Problem(
+                "exception",
+                f"{type(escaped).__name__} escaped main: {short_msg(escaped)} at {where}",
+                f"{type(escaped).__name__} in {where}",
+            )
+        ]
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     if rc == 0 or (rc == 1 and action.exit_1_is_result and not lines):
         if action.must_refuse:
@@ -289,24 +337,44 @@ def _run_cli(action: Cli, timeout: float, rerun: Any) -> tuple[str, list[Problem
         problems = [Problem("wrong result", bad, "wrong result: " + _generic(bad))] if bad else []
         return "result", problems
     if action.must_succeed:
-        return "refused", [Problem("control refused", f"exit {rc}: {' | '.join(lines)[:300]}",
-                                   f"valid invocation refused: {action.argv[0]}")]
+        return "refused", [
+            Problem(
+                "control refused",
+                f"exit {rc}: {' | '.join(lines)[:300]}",
+                f"valid invocation refused: {action.argv[0]}",
+            )
+        ]
     if rc == 1:
         exc_type, where = _where_from_text(rerun())
         last = lines[-1] if lines else ""
-        return "refused", [Problem("exit 1", f"exit 1: {last[:200]} at {where}",
-                                   f"exit 1 {exc_type} in {where}")]
+        return "refused", [
+            Problem("exit 1", f"exit 1: {last[:200]} at {where}", f"exit 1 {exc_type} in {where}")
+        ]
     if not isinstance(rc, int) or not 2 <= rc <= 9:
-        return "refused", [Problem("exit code", f"exit {rc}: {' | '.join(lines)[:200]}",
-                                   f"exit code {rc}")]
+        return "refused", [
+            Problem("exit code", f"exit {rc}: {' | '.join(lines)[:200]}", f"exit code {rc}")
+        ]
     if len(lines) != 1 or "Traceback" in stderr or not _is_error_line(lines[0]):
-        kind = ("argparse usage text around the error line" if lines and
-                lines[0].startswith("usage:") else "Traceback on stderr" if "Traceback" in
-                stderr else "a stderr line that is not rnnedge's error" if len(lines) == 1
-                else "extra stderr lines: " + _generic(next(
-                    (ln for ln in lines if ": error:" not in ln), lines[0] if lines else ""))[:70])
-        return "refused", [Problem("not one line", f"exit {rc} with {len(lines)} stderr lines: "
-                                   f"{' | '.join(ln[:100] for ln in lines[:3])}", kind)]
+        kind = (
+            "argparse usage text around the error line"
+            if lines and lines[0].startswith("usage:")
+            else "Traceback on stderr"
+            if "Traceback" in stderr
+            else "a stderr line that is not rnnedge's error"
+            if len(lines) == 1
+            else "extra stderr lines: "
+            + _generic(
+                next((ln for ln in lines if ": error:" not in ln), lines[0] if lines else "")
+            )[:70]
+        )
+        return "refused", [
+            Problem(
+                "not one line",
+                f"exit {rc} with {len(lines)} stderr lines: "
+                f"{' | '.join(ln[:100] for ln in lines[:3])}",
+                kind,
+            )
+        ]
     return "refused", []
 
 
@@ -315,8 +383,13 @@ def _is_error_line(line: str) -> bool:
     return line.startswith("rnnedge ") and ": error" in line
 
 
-def run_case(case: Case, art: Artifacts, root: Path, shared: dict[str, Any],
-             timeout: float = DEFAULT_TIMEOUT_S) -> Outcome:
+def run_case(
+    case: Case,
+    art: Artifacts,
+    root: Path,
+    shared: dict[str, Any],
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Outcome:
     """Run one case in a fresh folder under `root` and judge it."""
     start = time.perf_counter()
     timeout = timeout * (RAY_TIMEOUT_FACTOR if case.ray else 1)
@@ -329,9 +402,18 @@ def run_case(case: Case, art: Artifacts, root: Path, shared: dict[str, Any],
         try:
             action = case.build(Ctx(work, marker, art, shared))
         except Exception as exc:  # a bug in the case, not in rnnedge: fail loudly all the same
-            return Outcome(case, "refused", [Problem(
-                "harness error", f"the case could not be built: {type(exc).__name__}: "
-                f"{short_msg(exc)} at {_where(_frames(exc))}", "case could not be built")])
+            return Outcome(
+                case,
+                "refused",
+                [
+                    Problem(
+                        "harness error",
+                        f"the case could not be built: {type(exc).__name__}: "
+                        f"{short_msg(exc)} at {_where(_frames(exc))}",
+                        "case could not be built",
+                    )
+                ],
+            )
         before = snapshot(work)
 
         def rerun() -> str:  # the same argv with --debug, in a fresh copy, for the traceback
@@ -344,26 +426,40 @@ def run_case(case: Case, art: Artifacts, root: Path, shared: dict[str, Any],
                 status, problems = _run_cli(action, timeout, rerun)
         after = snapshot(work)
         cli = action if isinstance(action, Cli) else Cli([], outputs=action.outputs)
-        problems += file_problems(before, after, work, status == "result", cli.outputs,
-                                  cli.replace, cli.inputs)
-        leftovers = sorted(p.name for p in systmp.iterdir()
-                           if not p.name.startswith(TMP_ALLOWED_PREFIXES))
+        problems += file_problems(
+            before, after, work, status == "result", cli.outputs, cli.replace, cli.inputs
+        )
+        leftovers = sorted(
+            p.name for p in systmp.iterdir() if not p.name.startswith(TMP_ALLOWED_PREFIXES)
+        )
         if leftovers:
-            problems.append(Problem("left behind", f"temporary files left: {leftovers[:3]}",
-                                    "temporary files left in TMPDIR"))
+            problems.append(
+                Problem(
+                    "left behind",
+                    f"temporary files left: {leftovers[:3]}",
+                    "temporary files left in TMPDIR",
+                )
+            )
         if marker.exists():
-            problems.append(Problem("pickle ran", "the malicious pickle's code ran (marker file "
-                                    "exists)", "pickled code ran"))
+            problems.append(
+                Problem(
+                    "pickle ran",
+                    "the malicious pickle's code ran (marker file exists)",
+                    "pickled code ran",
+                )
+            )
         if tree_hashes(art.folder) != art.hashes:
-            problems.append(Problem("destroyed", "a shared artifact was changed",
-                                    "shared artifact changed"))
+            problems.append(
+                Problem("destroyed", "a shared artifact was changed", "shared artifact changed")
+            )
         return Outcome(case, status, problems, time.perf_counter() - start)
     finally:
         _remove(folder)
 
 
-def run_debug(case: Case, art: Artifacts, root: Path, shared: dict[str, Any],
-              timeout: float) -> str:
+def run_debug(
+    case: Case, art: Artifacts, root: Path, shared: dict[str, Any], timeout: float
+) -> str:
     """stderr of the case's argv run again with `--debug` (for where an exit 1 came from)."""
     folder = Path(tempfile.mkdtemp(prefix="d", dir=root))
     work, systmp = folder / "w", folder / "tmp"
@@ -387,4 +483,5 @@ def _remove(folder: Path) -> None:
             func(path)
 
     shutil.rmtree(folder, onexc=unlock) if sys.version_info >= (3, 12) else shutil.rmtree(
-        folder, onerror=unlock)
+        folder, onerror=unlock
+    )

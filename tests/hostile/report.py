@@ -24,24 +24,38 @@ from tests.hostile.worker import Worker, run_family
 
 
 def table(results: dict[str, list[Outcome]]) -> str:
-    labels = [*CLEAN, *(e for e in ESCAPES if any(o.label == e for rs in results.values()
-                                                   for o in rs))]
+    labels = [
+        *CLEAN,
+        *(e for e in ESCAPES if any(o.label == e for rs in results.values() for o in rs)),
+    ]
     head = ["family", "cases", "clean", *labels]
     rows = []
     for family, outcomes in results.items():
         counts = Counter(o.label for o in outcomes)
         clean = sum(o.ok for o in outcomes)
-        rows.append([family, str(len(outcomes)), f"{100 * clean / max(1, len(outcomes)):.1f}%",
-                     *(str(counts.get(lb, "")) for lb in labels)])
+        rows.append(
+            [
+                family,
+                str(len(outcomes)),
+                f"{100 * clean / max(1, len(outcomes)):.1f}%",
+                *(str(counts.get(lb, "")) for lb in labels),
+            ]
+        )
     everything = [o for rs in results.values() for o in rs]
     total = Counter(o.label for o in everything)
-    rows.append(["total", str(len(everything)),
-                 f"{100 * sum(o.ok for o in everything) / max(1, len(everything)):.1f}%",
-                 *(str(total.get(lb, "")) for lb in labels)])
+    rows.append(
+        [
+            "total",
+            str(len(everything)),
+            f"{100 * sum(o.ok for o in everything) / max(1, len(everything)):.1f}%",
+            *(str(total.get(lb, "")) for lb in labels),
+        ]
+    )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *map(fmt, rows)])
+    return "\n".join(
+        [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)]
+    )
 
 
 def escapes(results: dict[str, list[Outcome]]) -> str:
@@ -54,15 +68,21 @@ def escapes(results: dict[str, list[Outcome]]) -> str:
     for sig, cases in sorted(seen.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         families = sorted({c.case.family for c in cases})
         example = cases[0]
-        lines.append(f"{len(cases):4d} x {sig}\n       families: {', '.join(families)}; "
-                     f"e.g. {example.case.id}: {example.case.summary}")
+        lines.append(
+            f"{len(cases):4d} x {sig}\n       families: {', '.join(families)}; "
+            f"e.g. {example.case.id}: {example.case.summary}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("families", nargs="*", metavar="FAMILY",
-                        help=f"families to run (default: all): {', '.join(FAMILIES)}")
+    parser.add_argument(
+        "families",
+        nargs="*",
+        metavar="FAMILY",
+        help=f"families to run (default: all): {', '.join(FAMILIES)}",
+    )
     parser.add_argument("--seed", type=int, default=fuzz_seed())
     parser.add_argument("--cases", action="store_true", help="list every failing case")
     args = parser.parse_args(argv)
@@ -81,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             for family in families:
                 t0 = time.perf_counter()
                 results[family] = run_family(family, art, worker, progress=_dot)
-                print(f"\n{family}: {len(results[family])} cases in "
-                      f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+                print(
+                    f"\n{family}: {len(results[family])} cases in {time.perf_counter() - t0:.1f} s",
+                    file=sys.stderr,
+                )
         finally:
             worker.close()
-    print(f"seed {args.seed}, {sum(map(len, results.values()))} cases in "
-          f"{time.perf_counter() - start:.0f} s\n")
+    print(
+        f"seed {args.seed}, {sum(map(len, results.values()))} cases in "
+        f"{time.perf_counter() - start:.0f} s\n"
+    )
     print(table(results))
     print("\ndistinct escapes (cases x what, where):")
     print(escapes(results) or "  none")

@@ -34,8 +34,9 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> artifacts_mod.Artifac
 
 
 @pytest.fixture(scope="session")
-def worker(artifacts: artifacts_mod.Artifacts, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Worker]:
+def worker(
+    artifacts: artifacts_mod.Artifacts, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
     w = Worker(artifacts, tmp_path_factory.mktemp("hostile-cases"), fuzz_seed())
     yield w
     w.close()
@@ -55,15 +56,20 @@ def test_hostile_family(family: str, artifacts: artifacts_mod.Artifacts, worker:
     failed = [o for o in outcomes if not o.ok]
     marker_files = list(Path(worker.root).rglob("MARKER"))
     assert not marker_files, f"pickled code ran: {marker_files}"
-    assert artifacts_mod.tree_hashes(artifacts.folder) == artifacts.hashes, \
+    assert artifacts_mod.tree_hashes(artifacts.folder) == artifacts.hashes, (
         "a shared artifact was changed"
+    )
     if failed:
         lines = [o.describe() for o in failed]
         kinds: dict[str, int] = {}
         for o in failed:
             for p in o.problems:
                 kinds[p.signature] = kinds.get(p.signature, 0) + 1
-        summary = "\n".join(f"  {n:4d} x {sig}" for sig, n in sorted(kinds.items(),
-                                                                    key=lambda kv: -kv[1]))
-        pytest.fail(f"{len(failed)} of {len(outcomes)} {family} cases escaped "
-                    f"(seed {worker.seed}):\n{summary}\n" + "\n".join(lines), pytrace=False)
+        summary = "\n".join(
+            f"  {n:4d} x {sig}" for sig, n in sorted(kinds.items(), key=lambda kv: -kv[1])
+        )
+        pytest.fail(
+            f"{len(failed)} of {len(outcomes)} {family} cases escaped "
+            f"(seed {worker.seed}):\n{summary}\n" + "\n".join(lines),
+            pytrace=False,
+        )

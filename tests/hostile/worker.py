@@ -30,8 +30,9 @@ GRACE_S = 10.0
 _DUMP_FRAME = re.compile(r'File "([^"]+)", line (\d+) in (\S+)')
 
 
-def _worker_main(conn: Any, art: Artifacts, root: str, seed: int, timeout: float,
-                 crash_log: str) -> None:
+def _worker_main(
+    conn: Any, art: Artifacts, root: str, seed: int, timeout: float, crash_log: str
+) -> None:
     from tests.hostile.cases import generate
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash costs a case, not a core file
@@ -49,11 +50,17 @@ def _worker_main(conn: Any, art: Artifacts, root: str, seed: int, timeout: float
             cases = {family: generate(family, art, seed)}
         try:
             outcome = run_case(cases[family][index], art, Path(root), shared, timeout)
-            answer = (outcome.status, [(p.label, p.text, p.signature) for p in outcome.problems],
-                      outcome.seconds)
+            answer = (
+                outcome.status,
+                [(p.label, p.text, p.signature) for p in outcome.problems],
+                outcome.seconds,
+            )
         except Exception as exc:  # a harness bug: reported for the case, the worker goes on
-            answer = ("refused", [("harness error", f"{type(exc).__name__}: {exc}",
-                                   "harness error")], 0.0)
+            answer = (
+                "refused",
+                [("harness error", f"{type(exc).__name__}: {exc}", "harness error")],
+                0.0,
+            )
         conn.send(answer)
     _close(shared)
 
@@ -68,11 +75,9 @@ def _close(shared: dict[str, Any]) -> None:
 class Worker:
     """One worker process at a time; restarted after a crash or a hang."""
 
-    def __init__(self, art: Artifacts, root: Path, seed: int, timeout: float | None = None
-                 ) -> None:
+    def __init__(self, art: Artifacts, root: Path, seed: int, timeout: float | None = None) -> None:
         self.art, self.root, self.seed = art, root, seed
-        self.timeout = timeout or float(os.environ.get("RNNEDGE_FUZZ_TIMEOUT",
-                                                       DEFAULT_TIMEOUT_S))
+        self.timeout = timeout or float(os.environ.get("RNNEDGE_FUZZ_TIMEOUT", DEFAULT_TIMEOUT_S))
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
@@ -83,8 +88,10 @@ class Worker:
         fd, self._log = tempfile.mkstemp(prefix="crash-", suffix=".log", dir=self.root)
         os.close(fd)
         self._proc = self._ctx.Process(
-            target=_worker_main, daemon=True,
-            args=(child, self.art, str(self.root), self.seed, self.timeout, self._log))
+            target=_worker_main,
+            daemon=True,
+            args=(child, self.art, str(self.root), self.seed, self.timeout, self._log),
+        )
         self._proc.start()
         child.close()
         self._conn = parent
@@ -108,12 +115,23 @@ class Worker:
         where = self._crash_site()
         if alive:
             text = f"no answer within {limit:g} s; the worker was killed"
-            return Outcome(case, "refused", [Problem(
-                "hang", f"{text} (native code at {where})", f"native hang in {where}")])
+            return Outcome(
+                case,
+                "refused",
+                [Problem("hang", f"{text} (native code at {where})", f"native hang in {where}")],
+            )
         code = self._proc.exitcode if self._proc else None
-        return Outcome(case, "refused", [Problem(
-            "crash", f"the process died (exit code {code}) at {where}",
-            f"process crash (exit {code}) in {where}")])
+        return Outcome(
+            case,
+            "refused",
+            [
+                Problem(
+                    "crash",
+                    f"the process died (exit code {code}) at {where}",
+                    f"process crash (exit {code}) in {where}",
+                )
+            ],
+        )
 
     def _crash_site(self) -> str:
         try:
@@ -146,8 +164,7 @@ class Worker:
         self._proc = None
 
 
-def run_family(family: str, art: Artifacts, worker: Worker, progress: Any = None
-               ) -> list[Outcome]:
+def run_family(family: str, art: Artifacts, worker: Worker, progress: Any = None) -> list[Outcome]:
     """Every case of `family`, each in the worker; `progress(outcome)` after each."""
     from tests.hostile.cases import generate
 

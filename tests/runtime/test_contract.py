@@ -28,8 +28,14 @@ def _tensorrt_factory(cls: type[Runner]) -> Runner:
     """The runner loads plans; the fixture is built into one by the exporter's loader."""
     from rnnedge.exporters.tensorrt import EngineFromOnnx
 
-    return cls(FIXTURE, loader=EngineFromOnnx(FIXTURE, batch=(1, 2, 4),  # type: ignore[call-arg]
-                                              seq_len=(1, 5, 16)))
+    return cls(
+        FIXTURE,
+        loader=EngineFromOnnx(
+            FIXTURE,
+            batch=(1, 2, 4),  # type: ignore[call-arg]
+            seq_len=(1, 5, 16),
+        ),
+    )
 
 
 def _torch_factory(cls: type[Runner]) -> Runner:
@@ -47,10 +53,15 @@ def _torch_factory(cls: type[Runner]) -> Runner:
     return cls(TimeMajorLstm(), ["input", "h0", "c0"], ["output", "hn", "cn"])  # type: ignore
 
 
-FACTORIES: dict[str, Callable[[type[Runner]], Runner]] = {"torch": _torch_factory,
-                                                          "tensorrt": _tensorrt_factory}
-MARKS = {"ort-cuda": [pytest.mark.gpu], "tensorrt": [pytest.mark.tensorrt],
-         "torch": [pytest.mark.torch]}
+FACTORIES: dict[str, Callable[[type[Runner]], Runner]] = {
+    "torch": _torch_factory,
+    "tensorrt": _tensorrt_factory,
+}
+MARKS = {
+    "ort-cuda": [pytest.mark.gpu],
+    "tensorrt": [pytest.mark.tensorrt],
+    "torch": [pytest.mark.torch],
+}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, [])) for n in registered()])
@@ -65,8 +76,11 @@ def test_runner_contract(name: str) -> None:
     with pytest.raises(RnnEdgeError, match="not active"):
         runner.infer({})
     rng = np.random.default_rng(0)
-    feeds = {"input": rng.standard_normal((5, 2, 3)).astype(np.float32),
-             "h0": np.zeros((1, 2, 4), np.float32), "c0": np.zeros((1, 2, 4), np.float32)}
+    feeds = {
+        "input": rng.standard_normal((5, 2, 3)).astype(np.float32),
+        "h0": np.zeros((1, 2, 4), np.float32),
+        "c0": np.zeros((1, 2, 4), np.float32),
+    }
     with runner as active:
         assert active is runner and runner.active
         out = runner.infer(feeds)

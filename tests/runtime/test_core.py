@@ -28,14 +28,23 @@ FP32 = TOLERANCES["fp32"]
 def _spec(batch_first: bool = True) -> RnnSpec:
     x_shape = ("batch", "seq_len", 2) if batch_first else ("seq_len", "batch", 2)
     return RnnSpec(
-        inputs=[TensorSpec("x", "float32", x_shape), TensorSpec("h0", "float32", (1, "batch", 4)),
-                TensorSpec("c0", "float32", (1, "batch", 4))],
-        outputs=[TensorSpec("y", "float32", (*x_shape[:2], 1)),
-                 TensorSpec("hn", "float32", (1, "batch", 4)),
-                 TensorSpec("cn", "float32", (1, "batch", 4))],
-        data_input="x", data_output="y",
+        inputs=[
+            TensorSpec("x", "float32", x_shape),
+            TensorSpec("h0", "float32", (1, "batch", 4)),
+            TensorSpec("c0", "float32", (1, "batch", 4)),
+        ],
+        outputs=[
+            TensorSpec("y", "float32", (*x_shape[:2], 1)),
+            TensorSpec("hn", "float32", (1, "batch", 4)),
+            TensorSpec("cn", "float32", (1, "batch", 4)),
+        ],
+        data_input="x",
+        data_output="y",
         state_pairs=[StatePair("h0", "hn", 1), StatePair("c0", "cn", 1)],
-        batch_first=batch_first, cell="lstm", num_layers=1, hidden_size=4,
+        batch_first=batch_first,
+        cell="lstm",
+        num_layers=1,
+        hidden_size=4,
         normalization=Normalization((1.0, 2.0), (3.0, 4.0), (0,)),
     )
 
@@ -47,13 +56,16 @@ def test_spec_json_round_trip() -> None:
     assert again.streamable and again.seq_axis == 1 and again.batch_axis == 0
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: d.pop("inputs"),
-    lambda d: d.update(data_input="nope"),
-    lambda d: d.update(cell="transformer"),
-    lambda d: d.update(state_pairs=[{"input": "h0", "output": "missing"}]),
-    lambda d: d.update(format=99),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.pop("inputs"),
+        lambda d: d.update(data_input="nope"),
+        lambda d: d.update(cell="transformer"),
+        lambda d: d.update(state_pairs=[{"input": "h0", "output": "missing"}]),
+        lambda d: d.update(format=99),
+    ],
+)
 def test_broken_specs_are_model_file_errors(mutate) -> None:
     d = json.loads(_spec().to_json())
     mutate(d)
@@ -145,5 +157,15 @@ def test_rendering_keeps_numbers_until_the_end() -> None:
     text = table(("a", "b"), [["x", 1.0], ["yy", 2.5]])
     assert text.splitlines()[0].startswith("a")
     assert jsonable({"v": float("nan"), "c": Comparison("r", 1, 1, "y", 0.0, 0.0, True)}) == {
-        "v": "nan", "c": {"runner": "r", "batch": 1, "seq_len": 1, "output": "y",
-                          "max_abs": 0.0, "max_rel": 0.0, "ok": True, "detail": ""}}
+        "v": "nan",
+        "c": {
+            "runner": "r",
+            "batch": 1,
+            "seq_len": 1,
+            "output": "y",
+            "max_abs": 0.0,
+            "max_rel": 0.0,
+            "ok": True,
+            "detail": "",
+        },
+    }

@@ -22,17 +22,33 @@ pytest.importorskip("onnxruntime")
 
 def _export_fp16(cell: str, path: Path) -> Path:
     torch.manual_seed(0)
-    model = SequenceModel(ModelConfig(cell=cell, input_size=1, hidden_size=16, num_layers=2,
-                                      output_size=1)).eval().half()
+    model = (
+        SequenceModel(
+            ModelConfig(cell=cell, input_size=1, hidden_size=16, num_layers=2, output_size=1)
+        )
+        .eval()
+        .half()
+    )
     wrapper = stateful_wrapper(model).eval()
     x = torch.randn(2, 5, 1).half()
     state = model.initial_state(x)
     state = state if isinstance(state, tuple) else (state,)
-    ins, outs = ["x", "h0", "c0"][:1 + len(state)], ["y", "hn", "cn"][:1 + len(state)]
-    axes = {"x": {0: "batch", 1: "seq_len"}, "y": {0: "batch", 1: "seq_len"},
-            **{n: {1: "batch"} for n in ins[1:] + outs[1:]}}
-    torch.onnx.export(wrapper, (x, *state), str(path), dynamo=False, input_names=ins,
-                      output_names=outs, opset_version=17, dynamic_axes=axes)
+    ins, outs = ["x", "h0", "c0"][: 1 + len(state)], ["y", "hn", "cn"][: 1 + len(state)]
+    axes = {
+        "x": {0: "batch", 1: "seq_len"},
+        "y": {0: "batch", 1: "seq_len"},
+        **{n: {1: "batch"} for n in ins[1:] + outs[1:]},
+    }
+    torch.onnx.export(
+        wrapper,
+        (x, *state),
+        str(path),
+        dynamo=False,
+        input_names=ins,
+        output_names=outs,
+        opset_version=17,
+        dynamic_axes=axes,
+    )
     return path
 
 
@@ -42,8 +58,7 @@ def fp16_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
 _FEEDS = """
@@ -62,8 +77,15 @@ def test_the_scan_sees_float16_without_onnx(fp16_file: Path, tmp_path: Path) -> 
     model = SequenceModel(ModelConfig(cell="gru", input_size=1, hidden_size=4)).eval()
     wrapper = stateful_wrapper(model).eval()
     x = torch.randn(1, 3, 1)
-    torch.onnx.export(wrapper, (x, model.initial_state(x)), str(fp32), dynamo=False,
-                      input_names=["x", "h0"], output_names=["y", "hn"], opset_version=17)
+    torch.onnx.export(
+        wrapper,
+        (x, model.initial_state(x)),
+        str(fp32),
+        dynamo=False,
+        input_names=["x", "h0"],
+        output_names=["y", "hn"],
+        opset_version=17,
+    )
     assert not onnxscan.holds_float16(fp32)
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\xff\xff\xff not a protobuf")
@@ -73,16 +95,23 @@ def test_the_scan_sees_float16_without_onnx(fp16_file: Path, tmp_path: Path) -> 
 def test_guard_lowers_only_the_unsafe_levels(fp16_file: Path) -> None:
     guard = onnxscan.fp16_safe_settings
     assert guard(None, fp16_file) == {"graph_optimization_level": "basic"}
-    assert guard({"graph_optimization_level": "all", "intra_op_num_threads": 1}, fp16_file) \
-        == {"graph_optimization_level": "basic", "intra_op_num_threads": 1}
-    assert guard({"graph_optimization_level": "extended"}, fp16_file)[
-        "graph_optimization_level"] == "basic"
+    assert guard({"graph_optimization_level": "all", "intra_op_num_threads": 1}, fp16_file) == {
+        "graph_optimization_level": "basic",
+        "intra_op_num_threads": 1,
+    }
+    assert (
+        guard({"graph_optimization_level": "extended"}, fp16_file)["graph_optimization_level"]
+        == "basic"
+    )
     assert guard({"graph_optimization_level": "disable"}, fp16_file) == {
-        "graph_optimization_level": "disable"}
+        "graph_optimization_level": "disable"
+    }
 
 
 def test_guarded_session_opens_and_runs(fp16_file: Path) -> None:
-    out = _run(_FEEDS + f"""
+    out = _run(
+        _FEEDS
+        + f"""
 from rnnedge.runtime.backends.ort import open_session
 from rnnedge.runtime.onnxscan import fp16_safe_settings
 path = {str(fp16_file)!r}
@@ -90,19 +119,24 @@ s = open_session(path, settings=fp16_safe_settings(None, path))
 y = s.run(None, feeds(s.get_inputs()))[0]
 assert y.dtype == np.float16 and np.isfinite(y).all(), y
 print("ok")
-""")
+"""
+    )
     assert out.returncode == 0 and "ok" in out.stdout, (out.returncode, out.stderr[-2000:])
 
 
 def test_the_cpu_runner_opens_an_fp16_file_without_crashing(fp16_file: Path) -> None:
     """The runner every `rnnedge.load` uses, with default settings: must not end the process
     (it does, with SIGSEGV, if `open_session` does not apply `fp16_safe_settings`)."""
-    out = _run(_FEEDS + f"""
+    out = _run(
+        _FEEDS
+        + f"""
 from rnnedge.runtime.backends.ort import OrtCpuRunner
 with OrtCpuRunner({str(fp16_file)!r}) as r:
     y = r.infer(feeds(r.session.get_inputs()))["y"]
 assert y.dtype == np.float16 and np.isfinite(y).all(), y
 print("ok")
-""")
+"""
+    )
     assert out.returncode == 0 and "ok" in out.stdout, (
-        f"exit status {out.returncode} (-11 is SIGSEGV): {out.stderr[-2000:]}")
+        f"exit status {out.returncode} (-11 is SIGSEGV): {out.stderr[-2000:]}"
+    )

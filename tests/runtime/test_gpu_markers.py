@@ -20,7 +20,7 @@ import pytest
 from tests import conftest
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITE = '''
+SUITE = """
 import os
 import pytest
 
@@ -41,12 +41,12 @@ def test_torch_marked():
 
 def test_tf32_is_off_unless_set():
     assert os.environ["NVIDIA_TF32_OVERRIDE"] == os.environ.get("EXPECT_TF32", "0")
-'''
+"""
 
 
 #: a GPU test that the markers let through but that skips itself (importorskip, pytest.skip):
 #: the GPU is declared present, as it would be on a GPU machine lacking onnxruntime-gpu
-INNER_SKIP = '''
+INNER_SKIP = """
 import sys
 import pytest
 
@@ -55,7 +55,7 @@ sys.modules["conftest"].CAPABILITIES["gpu"] = lambda: None
 @pytest.mark.gpu
 def test_gpu_marked_skips_inside():
     pytest.importorskip("no_such_gpu_package_for_rnnedge")
-'''
+"""
 
 
 def _run(tmp_path: Path, suite: str = SUITE, **env: str) -> dict[str, str]:
@@ -64,20 +64,39 @@ def _run(tmp_path: Path, suite: str = SUITE, **env: str) -> dict[str, str]:
     (tmp_path / "test_suite.py").write_text(suite)
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nmarkers =\n    gpu: x\n    tensorrt: x\n    torch: x\n    ray: x\n"
-        "    serving: x\n")
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("RNNEDGE_REQUIRE_GPU", "NVIDIA_TF32_OVERRIDE")}
+        "    serving: x\n"
+    )
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RNNEDGE_REQUIRE_GPU", "NVIDIA_TF32_OVERRIDE")
+    }
     report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    f"--junitxml={report}", str(tmp_path)], cwd=tmp_path,
-                   env={**clean, "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1", **env},
-                   capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env={**clean, "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     outcomes = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         kinds = [child.tag for child in case if child.tag in ("skipped", "failure", "error")]
-        outcomes[case.get("name", "")] = {"skipped": "skipped", "failure": "failed",
-                                          "error": "error"}.get(kinds[0] if kinds else "",
-                                                                "passed")
+        outcomes[case.get("name", "")] = {
+            "skipped": "skipped",
+            "failure": "failed",
+            "error": "error",
+        }.get(kinds[0] if kinds else "", "passed")
     return outcomes
 
 
@@ -102,9 +121,24 @@ def test_a_skipped_gpu_test_fails_when_the_gpu_is_required(tmp_path: Path) -> No
 
 
 def test_the_ort_cuda_contract_case_is_part_of_a_gpu_run() -> None:
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "--collect-only", "-m", "gpu", "tests/runtime/test_contract.py"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--collect-only",
+            "-m",
+            "gpu",
+            "tests/runtime/test_contract.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "test_runner_contract[ort-cuda]" in out.stdout, out.stdout + out.stderr
     assert "test_runner_contract[ort-cpu]" not in out.stdout
 

@@ -38,8 +38,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=180, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +66,17 @@ def fp16_lstm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- 3: an fp16 RNN on the CPU provider crashes ONNX Runtime inside session creation ---------
 @pytest.mark.torch
 def test_fp16_rnn_crash_is_real_and_the_runner_refuses_before_it(fp16_lstm: Path) -> None:
-    opened = ("import onnxruntime as ort\n"  # ORT itself, without rnnedge's guards
-              "so = ort.SessionOptions()\n"
-              "so.graph_optimization_level = ort.GraphOptimizationLevel.LEVEL\n"
-              f"ort.InferenceSession({str(fp16_lstm)!r}, so, providers=['CPUExecutionProvider'])")
+    opened = (
+        "import onnxruntime as ort\n"  # ORT itself, without rnnedge's guards
+        "so = ort.SessionOptions()\n"
+        "so.graph_optimization_level = ort.GraphOptimizationLevel.LEVEL\n"
+        f"ort.InferenceSession({str(fp16_lstm)!r}, so, providers=['CPUExecutionProvider'])"
+    )
     crash = _python(opened.replace("LEVEL", "ORT_ENABLE_ALL"))
     assert crash.returncode < 0, (
         "ONNX Runtime no longer crashes on an fp16 LSTM at ORT_ENABLE_ALL on the CPU provider "
-        f"(exit {crash.returncode}); the probe stays right, but update docs/gpu.md")
+        f"(exit {crash.returncode}); the probe stays right, but update docs/gpu.md"
+    )
     # ... and not at `extended`, which is why CUDA sessions are made there
     assert _python(opened.replace("LEVEL", "ORT_ENABLE_EXTENDED")).returncode == 0
     opened_by_runner = _python(f"""
@@ -83,8 +91,11 @@ def test_fp16_rnn_crash_is_real_and_the_runner_refuses_before_it(fp16_lstm: Path
     """)
     assert opened_by_runner.returncode == 0, f"the runner crashed ({opened_by_runner.returncode})"
     lines = opened_by_runner.stdout.strip().splitlines()
-    expected = (f"active: {CUDA_EP}" if _cuda_provider_works()
-                else "probe session runs on CPUExecutionProvider")
+    expected = (
+        f"active: {CUDA_EP}"
+        if _cuda_provider_works()
+        else "probe session runs on CPUExecutionProvider"
+    )
     assert len(lines) == 2 and all(expected in line for line in lines), lines
 
 
@@ -118,7 +129,8 @@ def test_cuda_sessions_default_to_extended_and_record_placement() -> None:
 
 # -- 7: the Python wrapper retries a failed session on the CPU and prints to stdout ---------
 def test_cuda_sessions_are_made_without_the_python_cpu_retry(
-        capfd: pytest.CaptureFixture[str]) -> None:
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     broken = [(CUDA_EP, "not a dict")]  # any ValueError/RuntimeError while creating
     session = open_session(FIXTURE, broken)  # ORT's default: retry on the CPU, print, carry on
     assert session.get_providers() == ["CPUExecutionProvider"]
@@ -141,15 +153,29 @@ def _gru(linear_before_reset: int, path: Path) -> Path:
 
     rng = np.random.default_rng(0)
     hidden, features = 4, 3
-    weights = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
-               (("W", (1, 3 * hidden, features)), ("R", (1, 3 * hidden, hidden)))]
-    node = helper.make_node("GRU", ["x", "W", "R"], ["", "hn"], name="gru",
-                            hidden_size=hidden, linear_before_reset=linear_before_reset)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("W", (1, 3 * hidden, features)), ("R", (1, 3 * hidden, hidden)))
+    ]
+    node = helper.make_node(
+        "GRU",
+        ["x", "W", "R"],
+        ["", "hn"],
+        name="gru",
+        hidden_size=hidden,
+        linear_before_reset=linear_before_reset,
+    )
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["t", 1, features])],
-        [helper.make_tensor_value_info("hn", TensorProto.FLOAT, [1, 1, hidden])], weights)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                                ir_version=8), str(path))
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["t", 1, features])],
+        [helper.make_tensor_value_info("hn", TensorProto.FLOAT, [1, 1, hidden])],
+        weights,
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+        str(path),
+    )
     return path
 
 
@@ -181,13 +207,16 @@ def _touch(*paths: Path) -> None:
 
 
 def test_nvidia_lib_folders_are_found_in_every_part_of_the_namespace(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     system, target = tmp_path / "system", tmp_path / "target"
-    _touch(system / "nvidia" / "cu13" / "lib" / "libcudart.so.13",
-           system / "nvidia" / "cu13" / "lib" / "libcublas.so.13",
-           system / "nvidia" / "cu13" / "include" / "cuda.h",
-           target / "nvidia" / "cudnn" / "lib" / "libcudnn.so.9",
-           target / "nvidia" / "nccl" / "lib" / "libnccl.so.2")
+    _touch(
+        system / "nvidia" / "cu13" / "lib" / "libcudart.so.13",
+        system / "nvidia" / "cu13" / "lib" / "libcublas.so.13",
+        system / "nvidia" / "cu13" / "include" / "cuda.h",
+        target / "nvidia" / "cudnn" / "lib" / "libcudnn.so.9",
+        target / "nvidia" / "nccl" / "lib" / "libnccl.so.2",
+    )
     for site in (target, system):
         monkeypatch.syspath_prepend(str(site))
     import importlib
@@ -202,9 +231,10 @@ def test_nvidia_lib_folders_are_found_in_every_part_of_the_namespace(
 
 
 # -- 12: provider options that bypass their argument ----------------------------------------
-@pytest.mark.parametrize(("key", "argument"), [("enable_cuda_graph", "cuda_graph="),
-                                               ("use_tf32", "use_tf32="),
-                                               ("device_id", "device_id=")])
+@pytest.mark.parametrize(
+    ("key", "argument"),
+    [("enable_cuda_graph", "cuda_graph="), ("use_tf32", "use_tf32="), ("device_id", "device_id=")],
+)
 def test_provider_options_with_their_own_argument_are_refused(key: str, argument: str) -> None:
     with pytest.raises(InputError, match=f"'{key}'.*{argument}"):
         OrtCudaRunner(FIXTURE, provider_options={key: "1"})
@@ -214,13 +244,16 @@ def test_provider_options_with_their_own_argument_are_refused(key: str, argument
 
 
 # -- 13: CUDA failures are not the inputs' fault --------------------------------------------
-@pytest.mark.parametrize("message", [
-    "CUDA failure 2: out of memory ; GPU=0 ; hostname=h ; file=cuda_allocator.cc ; line=47",
-    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDNN failure 4: CUDNN_STATUS_INTERNAL_ERROR",
-    "CUBLAS failure 13: CUBLAS_STATUS_EXECUTION_FAILED ; GPU=0",
-    "CUDA failure 700: an illegal memory access was encountered",
-    "Failed to allocate memory for requested buffer of size 4294967296",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA failure 2: out of memory ; GPU=0 ; hostname=h ; file=cuda_allocator.cc ; line=47",
+        "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDNN failure 4: CUDNN_STATUS_INTERNAL_ERROR",
+        "CUBLAS failure 13: CUBLAS_STATUS_EXECUTION_FAILED ; GPU=0",
+        "CUDA failure 700: an illegal memory access was encountered",
+        "Failed to allocate memory for requested buffer of size 4294967296",
+    ],
+)
 def test_cuda_failures_are_device_errors_with_their_own_exit_code(message: str) -> None:
     error = device_failure(RuntimeError(message), "running the model")
     assert isinstance(error, DeviceError) and message[:20] in str(error)

@@ -16,9 +16,12 @@ from rnnedge.spec import SPEC_KEY
 
 def _graph_with_initializer(w: onnx.TensorProto) -> onnx.ModelProto:
     g = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", 1])], [w])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", 1])],
+        [w],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -26,8 +29,7 @@ def test_external_data_escaping_the_model_folder_is_refused(tmp_path) -> None:
     w = numpy_helper.from_array(np.zeros((1,), np.float32), "w")
     w.ClearField("raw_data")
     w.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", "../../../../etc/passwd"), ("offset", "0"),
-                       ("length", "4")):
+    for key, value in (("location", "../../../../etc/passwd"), ("offset", "0"), ("length", "4")):
         entry = w.external_data.add()
         entry.key, entry.value = key, value
     path = tmp_path / "hostile.onnx"

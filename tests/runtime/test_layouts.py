@@ -27,8 +27,9 @@ def load(name: str, **kwargs: Any) -> rnnedge.Model:
 
 
 def raw(name: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(FIXTURES / f"foreign_{name}.onnx"),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(FIXTURES / f"foreign_{name}.onnx"), providers=["CPUExecutionProvider"]
+    )
 
 
 def unchanged(stream: Any, call: Any, match: str) -> None:
@@ -53,7 +54,7 @@ def test_tokens_run_and_stream_token_by_token() -> None:
     full, state = model.run(tokens)
     assert full.shape == (3, 9, 4) and state["h"].shape == (3, 1, 4)
     stream = model.stream(batch=3)
-    steps = [stream.step(tokens[:, t:t + 1]) for t in range(9)]
+    steps = [stream.step(tokens[:, t : t + 1]) for t in range(9)]
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-6)
     np.testing.assert_allclose(stream.state["h"], state["h"], atol=1e-6)
     as_int32, _ = model.run(tokens.astype(np.int32))
@@ -65,11 +66,13 @@ def test_tokens_run_and_stream_token_by_token() -> None:
 def test_tokens_refuse_floats_bools_and_out_of_range() -> None:
     model = load("tokens")
     tokens = np.array([[1, 2, 3]])
-    for bad, why in [(tokens.astype(np.float32), "dtype float32; the model takes integers"),
-                     (tokens > 1, "dtype bool"),
-                     (np.array([[2**63]], dtype=np.uint64), "outside int64"),
-                     ([["1", "2"]], "dtype <U1"),
-                     (tokens[0], r"rank 1\); expected rank 2 \(batch, seq_len\)")]:
+    for bad, why in [
+        (tokens.astype(np.float32), "dtype float32; the model takes integers"),
+        (tokens > 1, "dtype bool"),
+        (np.array([[2**63]], dtype=np.uint64), "outside int64"),
+        ([["1", "2"]], "dtype <U1"),
+        (tokens[0], r"rank 1\); expected rank 2 \(batch, seq_len\)"),
+    ]:
         with pytest.raises(InputError, match=why):
             model.run(bad)
     stream = model.stream()
@@ -88,9 +91,10 @@ def audio_loop(x: np.ndarray, context: int, frame: int, sr: int = 16000) -> list
     carried = np.zeros((x.shape[0], context), np.float32)
     out = []
     for start in range(0, x.shape[1] - frame + 1, frame):
-        fed = np.concatenate([carried, x[:, start:start + frame]], axis=1)
-        prob, state = session.run(None, {"audio": fed, "state": state,
-                                         "sr": np.array(sr, dtype=np.int64)})
+        fed = np.concatenate([carried, x[:, start : start + frame]], axis=1)
+        prob, state = session.run(
+            None, {"audio": fed, "state": state, "sr": np.array(sr, dtype=np.int64)}
+        )
         out.append(prob)
         carried = fed[:, -context:]
     return out
@@ -120,7 +124,7 @@ def test_audio_context_without_frames_is_one_call_per_chunk() -> None:
     x = np.random.default_rng(3).standard_normal((1, 64)).astype(np.float32)
     want = audio_loop(x, 4, 16)
     stream = load("audio").stream(context=4, extra={"sr": np.int64(16000)})
-    got = [stream.step(x[:, i:i + 16]) for i in range(0, 64, 16)]
+    got = [stream.step(x[:, i : i + 16]) for i in range(0, 64, 16)]
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, atol=1e-6, rtol=0)
 
@@ -131,15 +135,22 @@ def test_audio_sample_rate_is_fed_as_a_scalar_and_checked_exactly() -> None:
     y, _ = model.run(x, extra={"sr": 8000})
     np.testing.assert_allclose(y, audio_loop(x, 0, 32, sr=8000)[0], atol=1e-6, rtol=0)
     assert y.max() < 1.0  # sr's rank (0) is added by the graph: (1,) would show as ≥ 1
-    for sr, why in [(16000.0, "dtype float64; the model takes integers"),
-                    ("16000", "is a str"), (np.array([16000]), r"shape \(1,\) \(rank 1\)"),
-                    (True, "dtype bool"), ([[16000]], "rank 2")]:
+    for sr, why in [
+        (16000.0, "dtype float64; the model takes integers"),
+        ("16000", "is a str"),
+        (np.array([16000]), r"shape \(1,\) \(rank 1\)"),
+        (True, "dtype bool"),
+        ([[16000]], "rank 2"),
+    ]:
         with pytest.raises(InputError, match=why):
             model.stream(context=8, frame=16, extra={"sr": sr})
         with pytest.raises(InputError, match=why):
             model.run(x, extra={"sr": sr})
-    with pytest.raises(InputError, match=r"extra inputs given: \['rate'\]; the model needs "
-                       r"exactly \['sr'\]"):
+    with pytest.raises(
+        InputError,
+        match=r"extra inputs given: \['rate'\]; the model needs "
+        r"exactly \['sr'\]",
+    ):
         model.run(x, extra={"rate": 16000})
     with pytest.raises(InputError, match="extra must map input names"):
         model.run(x, extra=16000)
@@ -158,11 +169,13 @@ def test_audio_state_restores_the_context_and_the_buffer() -> None:
     second.step(x[:, :33])
     second.state = saved
     np.testing.assert_array_equal(second.step(x[:, 70:]), rest)
-    for bad, why in [({**saved, CONTEXT_KEY: saved[CONTEXT_KEY][:, :7]}, "carries float32"),
-                     ({**saved, PENDING_KEY: np.zeros((2, 16), np.float32)}, "0..15 steps"),
-                     ({k: v for k, v in saved.items() if k != PENDING_KEY}, "lacks"),
-                     ({**saved, "state": saved["state"][:, :1]}, r"expected \(1, 2, 3\)"),
-                     ({**saved, CONTEXT_KEY: [[None] * 8] * 2}, "dtype object")]:
+    for bad, why in [
+        ({**saved, CONTEXT_KEY: saved[CONTEXT_KEY][:, :7]}, "carries float32"),
+        ({**saved, PENDING_KEY: np.zeros((2, 16), np.float32)}, "0..15 steps"),
+        ({k: v for k, v in saved.items() if k != PENDING_KEY}, "lacks"),
+        ({**saved, "state": saved["state"][:, :1]}, r"expected \(1, 2, 3\)"),
+        ({**saved, CONTEXT_KEY: [[None] * 8] * 2}, "dtype object"),
+    ]:
         unchanged(second, lambda bad=bad: setattr(second, "state", bad), why)
 
 
@@ -183,9 +196,10 @@ def test_whole_frames_take_the_in_place_path_with_the_same_checks() -> None:
     model = load("audio")
     x = np.random.default_rng(7).standard_normal((1, 16 * 6)).astype(np.float32)
     stream = model.stream(context=8, frame=16, extra={"sr": 16000})
-    got = [stream.step(x[:, i:i + 16]) for i in range(0, 96, 16)]  # one frame per push
-    np.testing.assert_allclose(np.concatenate(got, axis=1), np.stack(audio_loop(x, 8, 16), 1),
-                               atol=1e-6, rtol=0)
+    got = [stream.step(x[:, i : i + 16]) for i in range(0, 96, 16)]  # one frame per push
+    np.testing.assert_allclose(
+        np.concatenate(got, axis=1), np.stack(audio_loop(x, 8, 16), 1), atol=1e-6, rtol=0
+    )
     poisoned = x[:, :16].copy()
     poisoned[0, 3] = np.nan
     unchanged(stream, lambda: stream.step(poisoned), "NaN")
@@ -199,10 +213,12 @@ def test_a_framing_that_cannot_fit_a_fixed_time_axis_is_refused_at_open() -> Non
     with pytest.raises(InputError, match="no room"):
         model.stream(context=1)
     audio = load("audio")
-    for kwargs, why in [({"frame": 0}, "frame must be a whole number ≥ 1"),
-                        ({"frame": 2.0}, "frame must be a whole number"),
-                        ({"context": True, "frame": 16}, "context must be a whole number"),
-                        ({"context": 2**31 - 1, "frame": 16}, "more than 2,147,483,648")]:
+    for kwargs, why in [
+        ({"frame": 0}, "frame must be a whole number ≥ 1"),
+        ({"frame": 2.0}, "frame must be a whole number"),
+        ({"context": True, "frame": 16}, "context must be a whole number"),
+        ({"context": 2**31 - 1, "frame": 16}, "more than 2,147,483,648"),
+    ]:
         with pytest.raises(InputError, match=why):
             audio.stream(extra={"sr": 16000}, **kwargs)
 
@@ -239,7 +255,7 @@ def test_fixed_frames_with_time_on_axis_two() -> None:
     frames = np.random.default_rng(8).standard_normal((1, 3, 4, 2)).astype(np.float32)
     session, cache, want = raw("fixed"), np.zeros((1, 5), np.float32), []
     for t in range(4):
-        enh, cache = session.run(None, {"spec": frames[:, :, t:t + 1], "cache": cache})
+        enh, cache = session.run(None, {"spec": frames[:, :, t : t + 1], "cache": cache})
         want.append(enh)
     stream = model.stream(frame=1)
     np.testing.assert_allclose(stream.step(frames), np.concatenate(want, axis=2), atol=1e-6)
@@ -250,8 +266,11 @@ def test_fixed_frames_with_time_on_axis_two() -> None:
         model.run(np.repeat(frames[:, :, :1], 2, 0))
     plain = model.stream()
     unchanged(plain, lambda: plain.step(frames), "4 steps .* expects 1")
-    unchanged(plain, lambda: setattr(plain, "state", {"cache": np.zeros((2, 5), np.float32)}),
-              r"declared with batch 1 on axis 0; batch 2|expected \(1, 5\)")
+    unchanged(
+        plain,
+        lambda: setattr(plain, "state", {"cache": np.zeros((2, 5), np.float32)}),
+        r"declared with batch 1 on axis 0; batch 2|expected \(1, 5\)",
+    )
 
 
 # --- overrides ----------------------------------------------------------------------------------
@@ -262,7 +281,8 @@ def test_overrides_replace_each_guess() -> None:
     assert (swapped.spec.data_layout, swapped.spec.seq_axis) == ("BTFC", 1)
     model = load("tokens", state_names=[("h", "h_out", 0)])
     assert [(p.input, p.output, p.batch_axis) for p in model.spec.state_pairs] == [
-        ("h", "h_out", 0)]
+        ("h", "h_out", 0)
+    ]
     no_axis = load("fixed", state_batch_axis={"cache": None})
     assert no_axis.spec.state_pairs[0].batch_axis is None
     named = load("audio", data_input="audio", data_output="prob", state_names={"state": "stateN"})
@@ -273,8 +293,11 @@ def test_overrides_replace_each_guess() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "why"),
     [
-        ({"data_input": "nope"}, r"data input 'nope' is not in the graph; it has inputs: "
-                                 r"tokens\(batch, seq_len\), h\(batch, 1, 4\)"),
+        (
+            {"data_input": "nope"},
+            r"data input 'nope' is not in the graph; it has inputs: "
+            r"tokens\(batch, seq_len\), h\(batch, 1, 4\)",
+        ),
         ({"data_output": "h"}, "data output 'h' is not in the graph"),
         ({"state_names": {"h": "nope"}}, "names no graph output 'nope'"),
         ({"state_batch_axis": {"nope": 0}}, r"state_batch_axis names \['nope'\]"),
@@ -295,8 +318,11 @@ def test_bad_overrides_are_refused_naming_the_graph(kwargs: dict[str, Any], why:
 
 def test_a_state_axis_that_leaves_a_dynamic_dim_says_which_option() -> None:
     model = load("tokens", state_batch_axis={"h": 1})
-    with pytest.raises(InputError, match=r"symbolic dim 'batch' at axis 0 .* "
-                       r"state_batch_axis=\{'h': 0\} \(--state h:h_out@0\)"):
+    with pytest.raises(
+        InputError,
+        match=r"symbolic dim 'batch' at axis 0 .* "
+        r"state_batch_axis=\{'h': 0\} \(--state h:h_out@0\)",
+    ):
         model.stream()
 
 
@@ -307,8 +333,9 @@ def _with_spec(tmp_path: Path, mutate: Any = None) -> Path:
     from rnnedge.spec import SPEC_KEY
 
     session = raw("lstm")
-    spec = detect_spec(session_tensor_specs(session.get_inputs()),
-                       session_tensor_specs(session.get_outputs()))
+    spec = detect_spec(
+        session_tensor_specs(session.get_inputs()), session_tensor_specs(session.get_outputs())
+    )
     spec.producer = {"rnnedge": "test"}
     if mutate is not None:
         mutate(spec)
@@ -334,8 +361,9 @@ def test_a_stored_spec_contradicting_its_graph_is_a_broken_file(tmp_path: Path) 
     def as_float64(spec: Any) -> None:
         spec.inputs[0] = TensorSpec("input", "float64", spec.inputs[0].shape)
 
-    with pytest.raises(ModelFileError, match="'input' is float64 in the spec, float32 in the "
-                       "graph"):
+    with pytest.raises(
+        ModelFileError, match="'input' is float64 in the spec, float32 in the graph"
+    ):
         rnnedge.load(_with_spec(tmp_path, as_float64))
 
 
@@ -344,9 +372,14 @@ def test_a_stored_spec_contradicting_its_graph_is_a_broken_file(tmp_path: Path) 
 
 @pytest.mark.parametrize(
     ("batch", "why"),
-    [(True, "positive integer, got True"), (1.5, "positive integer"), ("2", "positive integer"),
-     (0, "positive integer"), (10**9, "zero state would hold 8,000,000,000 values"),
-     (2**63, "zero state would hold")],
+    [
+        (True, "positive integer, got True"),
+        (1.5, "positive integer"),
+        ("2", "positive integer"),
+        (0, "positive integer"),
+        (10**9, "zero state would hold 8,000,000,000 values"),
+        (2**63, "zero state would hold"),
+    ],
 )
 def test_stream_batch_values_are_refused(batch: Any, why: str) -> None:
     with pytest.raises(InputError, match=why):
@@ -357,11 +390,17 @@ def test_stream_state_none_and_odd_keys_are_refused() -> None:
     stream = load("lstm").stream()
     unchanged(stream, lambda: setattr(stream, "state", None), "must be a mapping")
     state = stream.state
-    unchanged(stream, lambda: setattr(stream, "state", {None: state["h0"], "c0": state["c0"]}),
-              "expected exactly")
+    unchanged(
+        stream,
+        lambda: setattr(stream, "state", {None: state["h0"], "c0": state["c0"]}),
+        "expected exactly",
+    )
     deep: Any = 0.0
     for _ in range(70):
         deep = [deep]
-    unchanged(stream, lambda: setattr(stream, "state", {"h0": deep, "c0": state["c0"]}),
-              "cannot be read as an array")
+    unchanged(
+        stream,
+        lambda: setattr(stream, "state", {"h0": deep, "c0": state["c0"]}),
+        "cannot be read as an array",
+    )
     assert np.asarray(load("lstm").stream(batch=np.int64(2)).state["h0"]).shape == (1, 2, 4)

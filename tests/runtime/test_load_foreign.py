@@ -34,7 +34,7 @@ def test_time_major_foreign_lstm_streams_like_a_full_pass() -> None:
     x = np.random.default_rng(1).standard_normal((9, 2, 3)).astype(np.float32)  # (T, B, F)
     full, _ = model.run(x)
     stream = model.stream(batch=2)
-    parts = [stream.step(x[i:i + 2]) for i in range(0, 9, 2)]
+    parts = [stream.step(x[i : i + 2]) for i in range(0, 9, 2)]
     np.testing.assert_allclose(np.concatenate(parts, axis=0), full, atol=1e-6)
 
 

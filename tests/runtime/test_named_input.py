@@ -14,8 +14,14 @@ from rnnedge.spec import DataContract, RnnSpec, TensorSpec
 
 def _spec(contract: DataContract | None, layout: str | None = None) -> RnnSpec:
     shape = ("batch", "seq_len", 3) if layout != "TF" else ("seq_len", 3)
-    return RnnSpec([TensorSpec("x", "float32", shape)], [TensorSpec("y", "float32", ())], "x",
-                   "y", contract=contract, layout=layout)
+    return RnnSpec(
+        [TensorSpec("x", "float32", shape)],
+        [TensorSpec("y", "float32", ())],
+        "x",
+        "y",
+        contract=contract,
+        layout=layout,
+    )
 
 
 CONTRACT = DataContract(("unemp", "infl", "rate"), ("unemp",))

@@ -23,9 +23,11 @@ from rnnedge.verify.parity import TOLERANCES, check_parity, shape_grid
 
 
 def test_listed_with_a_reason_and_probed_without_importing_openvino() -> None:
-    code = ("import sys; from rnnedge.runtime.backends.base import availability; "
-            "a = availability(); assert 'openvino' in a, a; "
-            "print(a['openvino']); assert 'openvino' not in sys.modules")
+    code = (
+        "import sys; from rnnedge.runtime.backends.base import availability; "
+        "a = availability(); assert 'openvino' in a, a; "
+        "print(a['openvino']); assert 'openvino' not in sys.modules"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     reason = availability()["openvino"]
@@ -58,8 +60,9 @@ def test_cpu_flags_decide_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ovb.require_bf16("test")
 
 
-ov = pytest.importorskip("openvino", reason="openvino is not installed "
-                                             "(pip install 'rnnedge[openvino]')")
+ov = pytest.importorskip(
+    "openvino", reason="openvino is not installed (pip install 'rnnedge[openvino]')"
+)
 
 CELLS = ("lstm", "gru", "rnn_tanh")
 
@@ -70,8 +73,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Sequen
     norm = Normalization((0.5, -1.0), (2.0, 3.0), (1,))
     for cell in CELLS:
         torch.manual_seed(0)
-        m = SequenceModel(ModelConfig(cell=cell, input_size=2, hidden_size=16, num_layers=2,
-                                      output_size=1)).eval()
+        m = SequenceModel(
+            ModelConfig(cell=cell, input_size=2, hidden_size=16, num_layers=2, output_size=1)
+        ).eval()
         path = tmp_path_factory.mktemp(cell) / "m.onnx"
         rnnedge.export(m, torch.randn(2, 6, 2), path, normalization=norm)
         out[cell] = (m, path)
@@ -87,12 +91,14 @@ def test_parity_with_eager_at_f32(exported: dict, cell: str) -> None:
     module, path = exported[cell]
     spec = ovb.stored_spec(path)
     runner = ovb.OpenVINORunner(path)
-    ref = TorchRunner(stateful_wrapper(module), [t.name for t in spec.inputs],
-                      [t.name for t in spec.outputs])
+    ref = TorchRunner(
+        stateful_wrapper(module), [t.name for t in spec.inputs], [t.name for t in spec.outputs]
+    )
     with ref, runner:
         assert runner.precision == "f32"  # set explicitly, although this CPU defaults to bf16
-        report = check_parity(ref, [runner], spec, shape_grid([1, 3], [1, 7, 40]),
-                              tolerance=TOLERANCES["fp32"])
+        report = check_parity(
+            ref, [runner], spec, shape_grid([1, 3], [1, 7, 40]), tolerance=TOLERANCES["fp32"]
+        )
     assert report.ok, report.describe_failures()
 
 
@@ -109,9 +115,8 @@ def test_stream_equals_its_own_full_pass(exported: dict, cell: str, precision: s
     tol = {"f32": (1e-5, 1e-4), "bf16": (2e-2, 2e-2)}[precision]
     for chunk in (1, 4, 30):
         stream = model.stream(batch=3)
-        parts = [stream.step(x[:, i:i + chunk]) for i in range(0, 30, chunk)]
-        np.testing.assert_allclose(np.concatenate(parts, axis=1), full, atol=tol[0],
-                                   rtol=tol[1])
+        parts = [stream.step(x[:, i : i + chunk]) for i in range(0, 30, chunk)]
+        np.testing.assert_allclose(np.concatenate(parts, axis=1), full, atol=tol[0], rtol=tol[1])
         for name, value in stream.state.items():
             np.testing.assert_allclose(value, state[name], atol=tol[0], rtol=tol[1])
     model.close()
@@ -129,8 +134,9 @@ def test_precision_comes_from_the_gate_record_or_the_caller(exported: dict) -> N
     assert ovb.chosen_precision(spec) == "f32"
 
 
-def test_bf16_refused_on_a_cpu_without_it(exported: dict, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_refused_on_a_cpu_without_it(
+    exported: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     info = tmp_path / "cpuinfo"
     info.write_text("flags\t\t: fpu avx2 avx512f\n")
     monkeypatch.setattr(ovb, "CPUINFO", str(info))

@@ -67,8 +67,9 @@ def _eager(model: Any, spec: RnnSpec) -> Any:
     from rnnedge.modeling.models import stateful_wrapper
     from rnnedge.modeling.torch_runner import TorchRunner
 
-    return TorchRunner(stateful_wrapper(model), [t.name for t in spec.inputs],
-                       [t.name for t in spec.outputs])
+    return TorchRunner(
+        stateful_wrapper(model), [t.name for t in spec.inputs], [t.name for t in spec.outputs]
+    )
 
 
 @pytest.mark.gpu
@@ -89,8 +90,7 @@ def test_stream_with_state_on_the_gpu_equals_a_full_pass(exported: dict, key: st
     with OrtCudaRunner(path) as gpu:
         full = gpu.infer({spec.data_input: x, **zero_state(spec, 3)})
         stream = gpu.step_session(spec, batch=3)
-        y = np.concatenate([stream.step(c) for c in _chunks(x, spec, [1] * 24)],
-                           axis=spec.seq_axis)
+        y = np.concatenate([stream.step(c) for c in _chunks(x, spec, [1] * 24)], axis=spec.seq_axis)
         state = stream.state
     assert compare_arrays(full[spec.data_output], y, FP32)[2]
     for pair in spec.state_pairs:
@@ -99,7 +99,8 @@ def test_stream_with_state_on_the_gpu_equals_a_full_pass(exported: dict, key: st
 
 @pytest.mark.gpu
 def test_cuda_graph_stream_is_replayed_equals_plain_stream_and_refuses_a_shape_change(
-        exported: dict, capfd: pytest.CaptureFixture[str]) -> None:
+    exported: dict, capfd: pytest.CaptureFixture[str]
+) -> None:
     import onnxruntime as ort
 
     path, _, spec = exported["lstm"]
@@ -124,8 +125,9 @@ def test_cuda_graph_stream_is_replayed_equals_plain_stream_and_refuses_a_shape_c
                 b.step(_chunks(x, spec, [2])[0])
             full = graph.infer({spec.data_input: x, **zero_state(spec, 1)})  # gpu_graph_id -1
             assert not replayed.findall(capfd.readouterr().err)
-            assert compare_arrays(full[spec.data_output],
-                                  np.concatenate(ys_graph, axis=spec.seq_axis), FP32)[2]
+            assert compare_arrays(
+                full[spec.data_output], np.concatenate(ys_graph, axis=spec.seq_axis), FP32
+            )[2]
     finally:
         ort.set_default_logger_severity(2)  # its default: warnings
 
@@ -147,26 +149,34 @@ def _half_reference(model: Any, spec: RnnSpec) -> Any:
         def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return tuple(o.float() for o in self.inner(*(a.half() for a in args)))
 
-    return TorchRunner(HalfIO(stateful_wrapper(copy.deepcopy(model))),
-                       [t.name for t in spec.inputs], [t.name for t in spec.outputs],
-                       device="cuda")
+    return TorchRunner(
+        HalfIO(stateful_wrapper(copy.deepcopy(model))),
+        [t.name for t in spec.inputs],
+        [t.name for t in spec.outputs],
+        device="cuda",
+    )
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("key", ["lstm", "gru"])
-def test_fp16_runs_in_fp16_on_cuda_and_matches_torch_half(exported: dict, key: str,
-                                                          tmp_path: Path) -> None:
+def test_fp16_runs_in_fp16_on_cuda_and_matches_torch_half(
+    exported: dict, key: str, tmp_path: Path
+) -> None:
     onnx = pytest.importorskip("onnx")
     path, model, spec = exported[key]
     fp16 = convert_fp16(path, tmp_path / f"{key}.fp16.onnx")
     rnn_ops = {"LSTM", "GRU", "RNN"}
     weights = {t.name: t.data_type for t in onnx.load(str(fp16)).graph.initializer}
     rnn_nodes = [n for n in onnx.load(str(fp16)).graph.node if n.op_type in rnn_ops]
-    assert rnn_nodes and all(weights[n.input[1]] == onnx.TensorProto.FLOAT16
-                             for n in rnn_nodes)  # the recurrent weights are fp16
+    assert rnn_nodes and all(
+        weights[n.input[1]] == onnx.TensorProto.FLOAT16 for n in rnn_nodes
+    )  # the recurrent weights are fp16
     grid = shape_grid([1, 4], [1, 7, 32])
-    with OrtCudaRunner(fp16, cpu_nodes=False) as gpu, _half_reference(model, spec) as half, \
-            _eager(model, spec) as ref32:
+    with (
+        OrtCudaRunner(fp16, cpu_nodes=False) as gpu,
+        _half_reference(model, spec) as half,
+        _eager(model, spec) as ref32,
+    ):
         on_cuda = [n.split(" ")[0] for n in gpu.placement.get(CUDA_EP, [])]
         assert rnn_ops & set(on_cuda) and not gpu.cpu_nodes_placed  # fp16 RNN kernels on CUDA
         same = check_parity(half, [gpu], spec, grid, tolerance=TOLERANCES["fp16"])

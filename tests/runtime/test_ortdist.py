@@ -81,7 +81,8 @@ def test_both_in_one_site_directory_is_a_conflict_with_the_fix() -> None:
     assert "onnxruntime 1.32.0" in d.conflict and "onnxruntime-gpu 1.31.1" in d.conflict
     assert "overwrote" in d.conflict
     assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in (
-        d.conflict)
+        d.conflict
+    )
     assert d.gpu_problem() == d.conflict
     assert "CONFLICT" in d.describe()
 
@@ -144,12 +145,14 @@ def test_no_device_nodes_means_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ortdist.cuda_device_missing() is None
 
 
-def test_ort_cuda_unavailable_reason_names_onnxruntime_gpu(monkeypatch: pytest.MonkeyPatch
-                                                           ) -> None:
+def test_ort_cuda_unavailable_reason_names_onnxruntime_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from rnnedge.runtime.backends import ort_cuda
 
-    monkeypatch.setattr(ort_cuda, "diagnose", lambda **kw: diagnose(
-        _lookup(CPU), _probe(SITE, ("CPUExecutionProvider",)), **kw))
+    monkeypatch.setattr(
+        ort_cuda,
+        "diagnose",
+        lambda **kw: diagnose(_lookup(CPU), _probe(SITE, ("CPUExecutionProvider",)), **kw),
+    )
     reason = ort_cuda.OrtCudaRunner.unavailable_reason()
     assert reason is not None and "onnxruntime-gpu" in reason
 
@@ -166,18 +169,25 @@ def test_ort_cuda_unavailable_reason_on_this_machine() -> None:
 def test_ort_cuda_without_a_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     from rnnedge.runtime.backends import ort_cuda
 
-    monkeypatch.setattr(ort_cuda, "diagnose", lambda **kw: diagnose(
-        _lookup(GPU), _probe(SITE, CUDA_PROVIDERS), **kw))
+    monkeypatch.setattr(
+        ort_cuda,
+        "diagnose",
+        lambda **kw: diagnose(_lookup(GPU), _probe(SITE, CUDA_PROVIDERS), **kw),
+    )
     monkeypatch.setattr(ort_cuda, "cuda_device_missing", lambda: "no NVIDIA GPU is visible")
     assert ort_cuda.OrtCudaRunner.unavailable_reason() == "no NVIDIA GPU is visible"
     monkeypatch.setattr(ort_cuda, "cuda_device_missing", lambda: None)
     assert ort_cuda.OrtCudaRunner.unavailable_reason() is None
-    monkeypatch.setattr(ort_cuda, "diagnose", lambda **kw: diagnose(
-        _lookup(GPU), _probe(SITE, ("CPUExecutionProvider",)), **kw))
+    monkeypatch.setattr(
+        ort_cuda,
+        "diagnose",
+        lambda **kw: diagnose(_lookup(GPU), _probe(SITE, ("CPUExecutionProvider",)), **kw),
+    )
     assert "lists no CUDAExecutionProvider" in (ort_cuda.OrtCudaRunner.unavailable_reason() or "")
 
 
 # -- the CUDA runner's logic, on the CPU provider ---------------------------------------
+
 
 def _chunks(x: np.ndarray, spec: RnnSpec, sizes: list[int]) -> list[np.ndarray]:
     bounds = np.cumsum([0, *sizes])
@@ -204,8 +214,9 @@ def test_double_buffered_stream_equals_one_full_pass(fixture: str, sizes: list[i
     spec = resolve_spec(session)
     extra = {"gain": np.array([1.5], np.float32)} if fixture == "foreign_extra_input" else None
     x = _sequence(spec, 2, sum(sizes))
-    stream = CudaStepSession(session, spec, batch=2, chunk_len=sizes[0], extra=extra,
-                             device=("cpu", 0))
+    stream = CudaStepSession(
+        session, spec, batch=2, chunk_len=sizes[0], extra=extra, device=("cpu", 0)
+    )
     y = np.concatenate([stream.step(c) for c in _chunks(x, spec, sizes)], axis=spec.seq_axis)
     full = _full_pass(session, spec, x, extra)
     np.testing.assert_allclose(y, full[spec.data_output], atol=1e-6)
@@ -268,10 +279,14 @@ def test_a_session_that_landed_on_the_cpu_is_refused() -> None:
 
 
 def test_cuda_options_keep_fp32_exact_unless_asked() -> None:
-    runner = OrtCudaRunner("m.onnx", device_id=1, provider_options={"arena_extend_strategy":
-                                                                     "kSameAsRequested"})
-    assert runner.cuda_options() == {"device_id": "1", "use_tf32": "0",
-                                     "arena_extend_strategy": "kSameAsRequested"}
+    runner = OrtCudaRunner(
+        "m.onnx", device_id=1, provider_options={"arena_extend_strategy": "kSameAsRequested"}
+    )
+    assert runner.cuda_options() == {
+        "device_id": "1",
+        "use_tf32": "0",
+        "arena_extend_strategy": "kSameAsRequested",
+    }
     graph = OrtCudaRunner("m.onnx", cuda_graph=True, use_tf32=True).cuda_options()
     assert graph["enable_cuda_graph"] == "1" and graph["use_tf32"] == "1"
 
@@ -303,16 +318,23 @@ def test_convert_fp16_writes_a_sorted_checked_fp16_graph(tmp_path: Path) -> None
         convert_fp16(tmp_path / "missing.onnx", tmp_path / "x.onnx")
 
 
-@pytest.mark.parametrize(("graph_ids", "message", "error"), [
-    (None, "CUDA failure 2: out of memory ; GPU=0 ; expr=cudaMalloc", DeviceError),
-    (None, "CUDNN failure 8: CUDNN_STATUS_EXECUTION_FAILED ; GPU=0", DeviceError),
-    (None, "Got invalid dimensions for input: x", InputError),
-    ([1, 2], "CUDA failure 900: operation not permitted when stream is capturing",
-     RuntimeUnavailableError),
-    ([1, 2], "CUDA failure 700: an illegal memory access was encountered", DeviceError),
-])
+@pytest.mark.parametrize(
+    ("graph_ids", "message", "error"),
+    [
+        (None, "CUDA failure 2: out of memory ; GPU=0 ; expr=cudaMalloc", DeviceError),
+        (None, "CUDNN failure 8: CUDNN_STATUS_EXECUTION_FAILED ; GPU=0", DeviceError),
+        (None, "Got invalid dimensions for input: x", InputError),
+        (
+            [1, 2],
+            "CUDA failure 900: operation not permitted when stream is capturing",
+            RuntimeUnavailableError,
+        ),
+        ([1, 2], "CUDA failure 700: an illegal memory access was encountered", DeviceError),
+    ],
+)
 def test_a_failed_step_is_said_as_what_it_is_and_leaves_the_state_alone(
-        graph_ids: list[int] | None, message: str, error: type[Exception]) -> None:
+    graph_ids: list[int] | None, message: str, error: type[Exception]
+) -> None:
     session = open_session(FIXTURES / "foreign_gru_state.onnx")
     spec = resolve_spec(session)
     x = _sequence(spec, 1, 2)

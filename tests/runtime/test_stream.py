@@ -28,8 +28,9 @@ def exported(tmp_path_factory) -> dict[str, tuple[SequenceModel, str]]:
     norm = Normalization((0.5, -1.0), (2.0, 3.0), (1,))
     for cell in CELLS:
         torch.manual_seed(0)
-        m = SequenceModel(ModelConfig(cell=cell, input_size=2, hidden_size=8, num_layers=2,
-                                      output_size=1)).eval()
+        m = SequenceModel(
+            ModelConfig(cell=cell, input_size=2, hidden_size=8, num_layers=2, output_size=1)
+        ).eval()
         path = tmp_path_factory.mktemp(cell) / "m.onnx"
         rnnedge.export(m, torch.randn(2, 6, 2), path, normalization=norm)
         out[cell] = (m, str(path))
@@ -40,8 +41,9 @@ def _models(module: SequenceModel, path: str) -> list[Model]:
     """The same model on ONNX Runtime and on eager torch, behind one Model interface."""
     onnx_model = rnnedge.load(path)
     spec = onnx_model.spec
-    runner = TorchRunner(stateful_wrapper(module), [t.name for t in spec.inputs],
-                         [t.name for t in spec.outputs]).activate()
+    runner = TorchRunner(
+        stateful_wrapper(module), [t.name for t in spec.inputs], [t.name for t in spec.outputs]
+    ).activate()
     return [onnx_model, Model(runner, spec)]
 
 
@@ -53,7 +55,7 @@ def _streamed(model: Model, x: np.ndarray, sizes: list[int], batch: int = 1) -> 
     stream = model.stream(batch=batch)
     parts, i = [], 0
     for n in sizes:
-        parts.append(stream.step(x[:, i:i + n]))
+        parts.append(stream.step(x[:, i : i + n]))
         i += n
     assert stream.steps == x.shape[1]
     return np.concatenate(parts, axis=1)
@@ -72,20 +74,27 @@ def test_fixed_chunks_equal_full_pass_on_every_runner(exported, cell, chunk) -> 
     sizes = _partition(T, list(range(chunk, T, chunk)))
     for model in _models(*exported[cell]):
         full, _final = model.run(x)
-        np.testing.assert_allclose(_streamed(model, x, sizes, batch=2), full, rtol=1e-5,
-                                   atol=1e-5, err_msg=f"{cell} on {model.runtime}")
+        np.testing.assert_allclose(
+            _streamed(model, x, sizes, batch=2),
+            full,
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=f"{cell} on {model.runtime}",
+        )
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(cuts=st.lists(st.integers(min_value=1, max_value=T - 1), max_size=12))
 def test_random_partitions_equal_full_pass(exported, cell, cuts) -> None:
     x = _series(seed=len(cuts))
     for model in _models(*exported[cell]):
         full, _ = model.run(x)
-        np.testing.assert_allclose(_streamed(model, x, _partition(T, cuts)), full, rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            _streamed(model, x, _partition(T, cuts)), full, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_state_checkpoint_and_resume(exported) -> None:
@@ -107,8 +116,11 @@ def test_state_checkpoint_and_resume(exported) -> None:
 def test_streams_are_independent_across_threads(exported) -> None:
     model = rnnedge.load(exported["gru"][1])
     n_threads, streams_per_thread, steps = 8, 2, 150
-    inputs = {(t, s): _series(steps=steps, seed=100 * t + s) for t in range(n_threads)
-              for s in range(streams_per_thread)}
+    inputs = {
+        (t, s): _series(steps=steps, seed=100 * t + s)
+        for t in range(n_threads)
+        for s in range(streams_per_thread)
+    }
     expected = {k: _streamed(model, x, [1] * steps) for k, x in inputs.items()}
     results: dict[tuple[int, int], np.ndarray] = {}
     errors: list[BaseException] = []
@@ -121,7 +133,7 @@ def test_streams_are_independent_across_threads(exported) -> None:
             barrier.wait()
             for i in range(steps):  # interleave this thread's streams step by step
                 for s, stream in enumerate(streams):
-                    outs[s].append(stream.step(inputs[(t, s)][:, i:i + 1]))
+                    outs[s].append(stream.step(inputs[(t, s)][:, i : i + 1]))
             for s in range(streams_per_thread):
                 results[(t, s)] = np.concatenate(outs[s], axis=1)
         except BaseException as exc:  # surfaced below; a thread must not die silently

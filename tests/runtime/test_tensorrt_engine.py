@@ -45,20 +45,21 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, RnnSp
 
 
 @pytest.fixture(scope="module")
-def plan(exported: tuple[Path, Any, RnnSpec], tmp_path_factory: pytest.TempPathFactory
-         ) -> Path:
+def plan(exported: tuple[Path, Any, RnnSpec], tmp_path_factory: pytest.TempPathFactory) -> Path:
     path, _, _ = exported
     out = tmp_path_factory.mktemp("plans")
-    return build_engine(path, out / "model.plan", batch=BATCH, seq_len=SEQ,
-                        timing_cache=out / "timing.cache")
+    return build_engine(
+        path, out / "model.plan", batch=BATCH, seq_len=SEQ, timing_cache=out / "timing.cache"
+    )
 
 
 def _eager(model: Any, spec: RnnSpec) -> Any:
     from rnnedge.modeling.models import stateful_wrapper
     from rnnedge.modeling.torch_runner import TorchRunner
 
-    return TorchRunner(stateful_wrapper(model), [t.name for t in spec.inputs],
-                       [t.name for t in spec.outputs])
+    return TorchRunner(
+        stateful_wrapper(model), [t.name for t in spec.inputs], [t.name for t in spec.outputs]
+    )
 
 
 def test_build_writes_plan_and_manifest(plan: Path, exported: tuple) -> None:
@@ -93,8 +94,7 @@ def test_stale_manifest_is_refused(plan: Path, tmp_path: Path) -> None:
         TensorRTRunner(copy).activate()
 
 
-def test_engine_cache_reuses_and_rebuilds_with_the_reason(exported: tuple, tmp_path: Path
-                                                          ) -> None:
+def test_engine_cache_reuses_and_rebuilds_with_the_reason(exported: tuple, tmp_path: Path) -> None:
     path, _, _ = exported
     target = tmp_path / "cached.plan"
     _, reused, reason = ensure_engine(path, target, batch=BATCH, seq_len=SEQ)
@@ -113,16 +113,17 @@ def test_fp16_per_tensorrt_version(exported: tuple, tmp_path: Path) -> None:
         with pytest.raises(InputError, match="strongly typed"):
             build_engine(path, tmp_path / "fp16.plan", precision="fp16")
         return
-    fp16 = build_engine(path, tmp_path / "fp16.plan", batch=BATCH, seq_len=SEQ,
-                        precision="fp16")
+    fp16 = build_engine(path, tmp_path / "fp16.plan", batch=BATCH, seq_len=SEQ, precision="fp16")
     with _eager(model, spec) as ref, TensorRTRunner(fp16) as engine:
-        report = check_parity(ref, [engine], spec, shape_grid([1, 4], [1, 16]),
-                              tolerance=TOLERANCES["fp16"])
+        report = check_parity(
+            ref, [engine], spec, shape_grid([1, 4], [1, 16]), tolerance=TOLERANCES["fp16"]
+        )
     report.raise_if_failed()
 
 
-def test_runner_builds_through_a_loader_and_reuses_the_cache(exported: tuple, tmp_path: Path
-                                                             ) -> None:
+def test_runner_builds_through_a_loader_and_reuses_the_cache(
+    exported: tuple, tmp_path: Path
+) -> None:
     path, model, spec = exported
     loader = EngineFromOnnx(path, tmp_path / "loaded.plan", batch=BATCH, seq_len=SEQ)
     with _eager(model, spec) as ref, TensorRTRunner(path, loader=loader) as engine:

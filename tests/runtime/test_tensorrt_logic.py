@@ -39,15 +39,22 @@ from rnnedge.spec import RnnSpec, StatePair, TensorSpec
 
 def _spec(batch_first: bool = True, *, extra: TensorSpec | None = None) -> RnnSpec:
     x = ("batch", "seq_len", 3) if batch_first else ("seq_len", "batch", 3)
-    inputs = [TensorSpec("x", "float32", x), TensorSpec("h0", "float32", (2, "batch", 16)),
-              TensorSpec("c0", "float32", (2, "batch", 16))]
+    inputs = [
+        TensorSpec("x", "float32", x),
+        TensorSpec("h0", "float32", (2, "batch", 16)),
+        TensorSpec("c0", "float32", (2, "batch", 16)),
+    ]
     if extra is not None:
         inputs.append(extra)
     return RnnSpec(
         inputs=inputs,
-        outputs=[TensorSpec("y", "float32", (*x[:2], 1)), TensorSpec("hn", "float32",
-                 (2, "batch", 16)), TensorSpec("cn", "float32", (2, "batch", 16))],
-        data_input="x", data_output="y",
+        outputs=[
+            TensorSpec("y", "float32", (*x[:2], 1)),
+            TensorSpec("hn", "float32", (2, "batch", 16)),
+            TensorSpec("cn", "float32", (2, "batch", 16)),
+        ],
+        data_input="x",
+        data_output="y",
         state_pairs=[StatePair("h0", "hn", 1), StatePair("c0", "cn", 1)],
         batch_first=batch_first,
     )
@@ -85,15 +92,18 @@ def test_profiles_fix_extra_inputs_and_refuse_unknown_dims() -> None:
         profiles_from_ranges(spec)
 
 
-@pytest.mark.parametrize(("value", "match"), [
-    ((0, 1, 2), "min must be ≥ 1"),
-    ((3, 2, 4), "min ≤ opt ≤ max"),
-    ((1, 5, 4), "min ≤ opt ≤ max"),
-    ((1, 2), "three integers"),
-    ("123", "three integers"),
-    ((1.5, 2, 3), "three integers"),
-    (None, "three integers"),
-])
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ((0, 1, 2), "min must be ≥ 1"),
+        ((3, 2, 4), "min ≤ opt ≤ max"),
+        ((1, 5, 4), "min ≤ opt ≤ max"),
+        ((1, 2), "three integers"),
+        ("123", "three integers"),
+        ((1.5, 2, 3), "three integers"),
+        (None, "three integers"),
+    ],
+)
 def test_range_validation(value: object, match: str) -> None:
     with pytest.raises(InputError, match=match):
         check_range("seq_len", value)
@@ -123,19 +133,28 @@ def test_ort_trt_profile_strings() -> None:
     assert "trt_engine_cache_enable" not in ort_trt_options(p)
     providers = ort_trt_providers(p)
     assert [x[0] if isinstance(x, tuple) else x for x in providers] == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     # what TensorRT leaves runs on CUDA in true fp32 too, unless TF32 is asked for
     assert providers[1][1] == {"device_id": "0", "use_tf32": "0"}
     assert ort_trt_providers(p, allow_tf32=True, device_id=2)[1][1] == {
-        "device_id": "2", "use_tf32": "1"}
+        "device_id": "2",
+        "use_tf32": "1",
+    }
 
 
 def _manifest(**changes: object) -> Manifest:
     m = Manifest(
-        tensorrt_version="10.7.0.23", gpu_name="NVIDIA H100 80GB HBM3",
-        compute_capability="9.0", cuda_version="12.6", onnx_sha256="ab" * 32,
+        tensorrt_version="10.7.0.23",
+        gpu_name="NVIDIA H100 80GB HBM3",
+        compute_capability="9.0",
+        cuda_version="12.6",
+        onnx_sha256="ab" * 32,
         profiles=profiles_from_ranges(_spec(), batch=(1, 1, 8), seq_len=(1, 64, 1024)),
-        precision="fp32", builder={"workspace_gb": 2.0, "strongly_typed": False, "tf32": False},
+        precision="fp32",
+        builder={"workspace_gb": 2.0, "strongly_typed": False, "tf32": False},
         created="2026-11-27T10:00:00+00:00",
     )
     return dataclasses.replace(m, **changes)
@@ -151,9 +170,15 @@ def test_manifest_json_round_trip(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary behind
 
 
-@pytest.mark.parametrize("text", ["{", "[]", '{"tensorrt_version": "10"}',
-                                  json.dumps({**json.loads(_manifest().to_json()),
-                                              "profiles": {"x": [[1], [1]]}})])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{",
+        "[]",
+        '{"tensorrt_version": "10"}',
+        json.dumps({**json.loads(_manifest().to_json()), "profiles": {"x": [[1], [1]]}}),
+    ],
+)
 def test_malformed_manifest_is_a_model_file_error(text: str) -> None:
     with pytest.raises(ModelFileError, match=r"manifest|profiles"):
         Manifest.from_json(text, "model.plan.json")
@@ -199,8 +224,12 @@ def test_cache_reason_names_the_field_and_both_values(field: str) -> None:
 
 
 def test_stale_reason_compares_the_environment_only() -> None:
-    env = {"tensorrt_version": "10.7.0.23", "gpu_name": "NVIDIA H100 80GB HBM3",
-           "compute_capability": "9.0", "cuda_version": "12.6"}
+    env = {
+        "tensorrt_version": "10.7.0.23",
+        "gpu_name": "NVIDIA H100 80GB HBM3",
+        "compute_capability": "9.0",
+        "cuda_version": "12.6",
+    }
     assert stale_reason(_manifest(), env) is None
     why = stale_reason(_manifest(), {**env, "gpu_name": "NVIDIA A10", "cuda_version": "12.2"})
     assert why is not None
@@ -224,8 +253,9 @@ def test_inputs_outside_the_profile_are_refused_with_the_range() -> None:
         check_profile(p, {**ok, "x": (2, 100)})
 
 
-def test_default_plan_path_is_keyed_by_the_onnx_hash(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_plan_path_is_keyed_by_the_onnx_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RNNEDGE_CACHE", str(tmp_path / "cache"))
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"one")
@@ -249,8 +279,9 @@ def test_precision_per_tensorrt_major() -> None:
 
 
 def test_parser_errors_are_listed_readably() -> None:
-    err = SimpleNamespace(desc=lambda: "Unsupported op", node_name=lambda: "lstm_0",
-                          node_operator=lambda: "LSTM")
+    err = SimpleNamespace(
+        desc=lambda: "Unsupported op", node_name=lambda: "lstm_0", node_operator=lambda: "LSTM"
+    )
     assert trt_export._parser_error(err) == "Unsupported op (node lstm_0, LSTM)"
     assert trt_export._parser_error("plain") == "plain"
 

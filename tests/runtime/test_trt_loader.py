@@ -32,8 +32,11 @@ NO_TRT = pytest.mark.skipif(trt_plan.module_present("tensorrt"), reason="tensorr
 
 
 def test_an_onnx_file_without_a_loader_is_refused_naming_the_loader() -> None:
-    with pytest.raises(InputError, match=r"ONNX file.*loader=rnnedge\.exporters\.tensorrt\."
-                                         r"EngineFromOnnx"):
+    with pytest.raises(
+        InputError,
+        match=r"ONNX file.*loader=rnnedge\.exporters\.tensorrt\."
+        r"EngineFromOnnx",
+    ):
         TensorRTRunner(FIXTURE)
     with pytest.raises(InputError, match="EngineFromOnnx"):
         TensorRTRunner("MODEL.ONNX")
@@ -56,8 +59,9 @@ def test_device_id_goes_to_the_loader_once_and_must_match_the_runner() -> None:
     loader = EngineFromOnnx(FIXTURE, **build)
     assert loader.build["device_id"] == 1 and loader.device_id == 1
     TensorRTRunner(FIXTURE, loader=loader, device_id=1)
-    with pytest.raises(InputError, match="builds for CUDA device 1 but the runner runs on "
-                                         "device 0"):
+    with pytest.raises(
+        InputError, match="builds for CUDA device 1 but the runner runs on device 0"
+    ):
         TensorRTRunner(FIXTURE, loader=loader)
 
 
@@ -72,27 +76,40 @@ def test_activating_through_a_loader_without_tensorrt_says_what_to_install() -> 
     assert not runner.active and loader.reused is None
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"batch": (0, 1, 2)}, "min must be ≥ 1"),
-    ({"seq_len": (4, 2, 8)}, "min ≤ opt ≤ max"),
-    ({"precision": "int8"}, "not one of"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch": (0, 1, 2)}, "min must be ≥ 1"),
+        ({"seq_len": (4, 2, 8)}, "min ≤ opt ≤ max"),
+        ({"precision": "int8"}, "not one of"),
+    ],
+)
 def test_the_loader_checks_its_arguments_when_made(kwargs: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
         EngineFromOnnx(FIXTURE, **kwargs)
 
 
 def test_the_builder_reexports_the_plan_side_unchanged() -> None:
-    for name in ("Manifest", "manifest_path", "profiles_from_ranges", "cache_decision",
-                 "stale_reason", "check_range", "module_present", "trt_major", "COMPARED"):
+    for name in (
+        "Manifest",
+        "manifest_path",
+        "profiles_from_ranges",
+        "cache_decision",
+        "stale_reason",
+        "check_range",
+        "module_present",
+        "trt_major",
+        "COMPARED",
+    ):
         assert getattr(trt_export, name) is getattr(trt_plan, name), name
 
 
 def test_the_runtime_never_imports_the_builder() -> None:
-    code = ("import sys, rnnedge.runtime.backends.tensorrt, rnnedge.runtime.backends.trt_plan\n"
-            "print(sorted(m for m in sys.modules if m.startswith('rnnedge.exporters')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys, rnnedge.runtime.backends.tensorrt, rnnedge.runtime.backends.trt_plan\n"
+        "print(sorted(m for m in sys.modules if m.startswith('rnnedge.exporters')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -107,16 +124,18 @@ def test_linked_tensorrt_major_is_read_from_the_provider_library(tmp_path: Path)
 
 
 @NO_TRT
-def test_a_session_that_is_not_on_tensorrt_is_refused(capfd: pytest.CaptureFixture[str]
-                                                       ) -> None:
+def test_a_session_that_is_not_on_tensorrt_is_refused(capfd: pytest.CaptureFixture[str]) -> None:
     """Without TensorRT, ORT drops its TensorRT provider (or never had one) and runs on CUDA or
     the CPU; the session must be refused, saying which of the two happened."""
     from rnnedge.runtime.backends.ort import open_session
 
     spec = resolve_spec(open_session(FIXTURE))
     profiles = profiles_from_ranges(spec, batch=(1, 1, 2), seq_len=(1, 4, 8))
-    with pytest.raises(RuntimeUnavailableError, match=rf"asked for {TRT_EP} but the session "
-                                                      r"runs on .*(no TensorRT provider|links "
-                                                      r"TensorRT)"):
+    with pytest.raises(
+        RuntimeUnavailableError,
+        match=rf"asked for {TRT_EP} but the session "
+        r"runs on .*(no TensorRT provider|links "
+        r"TensorRT)",
+    ):
         open_trt_session(FIXTURE, profiles)
     assert "Falling back" not in capfd.readouterr().out

@@ -69,7 +69,7 @@ def test_table_interleaved_sequences_equal_solo(model: Any) -> None:
     got: dict[int, list[np.ndarray]] = {sid: [] for sid in xs}
     for t in range(7):
         for sid, x in xs.items():
-            got[sid].append(table.step(sid, x[:, t:t + 1], start=t == 0, end=t == 6))
+            got[sid].append(table.step(sid, x[:, t : t + 1], start=t == 0, end=t == 6))
     for sid, x in xs.items():
         np.testing.assert_allclose(np.concatenate(got[sid], 1), _solo(model, x), **TOL)
     assert table.live == 0 and table.counts["ended"] == 3
@@ -153,8 +153,9 @@ def triton_ok() -> None:
 def server(triton_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Any:
     http, grpc = _free_ports(2)
     log = tmp_path_factory.mktemp("triton") / "triton.log"
-    srv = RnnServer(GRU, name="gru", http_port=http, grpc_port=grpc, instances=2,
-                    idle_timeout_s=3, log_file=log)
+    srv = RnnServer(
+        GRU, name="gru", http_port=http, grpc_port=grpc, instances=2, idle_timeout_s=3, log_file=log
+    )
     with srv:
         print(f"\nTriton started in {srv.startup_s:.2f} s", file=sys.stderr)
         workspace = str(srv._scratch)
@@ -175,16 +176,22 @@ class _Client:
         self.mod = http if protocol == "http" else grpc
         self.protocol = protocol
         if protocol == "http":
-            self.client = http.InferenceServerClient(server.http_url, connection_timeout=10,
-                                                     network_timeout=30)
+            self.client = http.InferenceServerClient(
+                server.http_url, connection_timeout=10, network_timeout=30
+            )
         else:
             self.client = grpc.InferenceServerClient(server.grpc_url)
         self.name = server.name
 
-    def __call__(self, x: np.ndarray, seq_id: int, start: bool = False,
-                 end: bool = False) -> np.ndarray:
-        tensors = (("x", x, "FP32"), ("seq_id", np.array([seq_id], np.int64), "INT64"),
-                   ("start", np.array([start]), "BOOL"), ("end", np.array([end]), "BOOL"))
+    def __call__(
+        self, x: np.ndarray, seq_id: int, start: bool = False, end: bool = False
+    ) -> np.ndarray:
+        tensors = (
+            ("x", x, "FP32"),
+            ("seq_id", np.array([seq_id], np.int64), "INT64"),
+            ("start", np.array([start]), "BOOL"),
+            ("end", np.array([end]), "BOOL"),
+        )
         inputs = []
         for name, arr, dtype in tensors:
             inp = self.mod.InferInput(name, list(arr.shape), dtype)
@@ -230,7 +237,7 @@ def test_concurrent_interleaved_sequences(server: RnnServer, model: Any) -> None
             ys = []
             for t in range(steps):
                 t0 = time.perf_counter()
-                ys.append(client(xs[i][:, t:t + 1], 1000 + i, start=t == 0, end=t == steps - 1))
+                ys.append(client(xs[i][:, t : t + 1], 1000 + i, start=t == 0, end=t == steps - 1))
                 latencies[client.protocol].append(time.perf_counter() - t0)
             results[i] = np.concatenate(ys, 1)
         except BaseException as exc:
@@ -251,8 +258,11 @@ def test_concurrent_interleaved_sequences(server: RnnServer, model: Any) -> None
     assert server.table.live == 0
     for proto, lat in latencies.items():
         ms = np.array(lat) * 1e3
-        print(f"{proto}: {len(ms)} requests p50 {np.median(ms):.2f} ms p90 "
-              f"{np.percentile(ms, 90):.2f} ms", file=sys.stderr)
+        print(
+            f"{proto}: {len(ms)} requests p50 {np.median(ms):.2f} ms p90 "
+            f"{np.percentile(ms, 90):.2f} ms",
+            file=sys.stderr,
+        )
     print(f"{n_seq * steps} requests from {n_seq} threads in {wall:.2f} s", file=sys.stderr)
 
 
@@ -297,10 +307,27 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
 def test_serve_command_stops_on_sigterm(tmp_path: Path, triton_ok: None) -> None:
     http, grpc = _free_ports(2)
     code = "import sys\nfrom rnnedge.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
-    args = [sys.executable, "-c", code, "serve", str(GRU), "--http-port", str(http),
-            "--grpc-port", str(grpc), "--log-file", str(tmp_path / "triton.log")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    args = [
+        sys.executable,
+        "-c",
+        code,
+        "serve",
+        str(GRU),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--log-file",
+        str(tmp_path / "triton.log"),
+    ]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         line = _readline(proc, 60)  # the first line comes once the server is up
         assert line.startswith("serving 'foreign_gru_state'"), line + proc.stderr.read()
@@ -322,7 +349,7 @@ def test_serve_command_stops_on_sigterm(tmp_path: Path, triton_ok: None) -> None
 
 
 # -- the `rnnedge triton` repository under Triton's own sequence batcher --------------------
-_MODEL_PY = '''
+_MODEL_PY = """
 import json, os, sys
 sys.path[:0] = {paths!r}
 import onnxruntime as ort
@@ -347,7 +374,7 @@ class TritonPythonModel:
             out = dict(zip([o.name for o in self.sess.get_outputs()], self.sess.run(None, feeds)))
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", out["y"])]))
         return responses
-'''
+"""
 
 
 def test_repository_config_loads_in_triton(tmp_path: Path, triton_ok: None, model: Any) -> None:
@@ -366,10 +393,13 @@ def test_repository_config_loads_in_triton(tmp_path: Path, triton_ok: None, mode
     from rnnedge.serving.triton_repo import TritonOptions, write_repository
 
     dist = tmp_path / "tritonserver"
-    shutil.copytree(TRITONSERVER_DIST_DIR, dist,
-                    ignore=shutil.ignore_patterns("python_backend_stubs"))
-    shutil.copy(get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"),
-                dist / "backends" / "python" / "triton_python_backend_stub")
+    shutil.copytree(
+        TRITONSERVER_DIST_DIR, dist, ignore=shutil.ignore_patterns("python_backend_stubs")
+    )
+    shutil.copy(
+        get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"),
+        dist / "backends" / "python" / "triton_python_backend_stub",
+    )
     res = write_repository(GRU, tmp_path / "repo", TritonOptions(name="gru", max_batch_size=4))
     text = res.config_path.read_text()
     res.config_path.write_text(text.replace('platform: "onnxruntime_onnx"', 'backend: "python"'))
@@ -377,13 +407,22 @@ def test_repository_config_loads_in_triton(tmp_path: Path, triton_ok: None, mode
     http, grpc = _free_ports(2)
     log = open(tmp_path / "tritonserver.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(dist / "bin" / "tritonserver"), f"--model-repository={tmp_path / 'repo'}",
-         f"--backend-directory={dist / 'backends'}", "--http-address=127.0.0.1",
-         f"--http-port={http}", "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
-         "--allow-metrics=false", "--exit-timeout-secs=2",
-         f"--backend-config=python,shm-region-prefix-name=rnnedge-test-{os.getpid()}"],
-        stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "LD_LIBRARY_PATH": str(get_libs_path())})
+        [
+            str(dist / "bin" / "tritonserver"),
+            f"--model-repository={tmp_path / 'repo'}",
+            f"--backend-directory={dist / 'backends'}",
+            "--http-address=127.0.0.1",
+            f"--http-port={http}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={grpc}",
+            "--allow-metrics=false",
+            "--exit-timeout-secs=2",
+            f"--backend-config=python,shm-region-prefix-name=rnnedge-test-{os.getpid()}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "LD_LIBRARY_PATH": str(get_libs_path())},
+    )
     try:
         client = th.InferenceServerClient(f"127.0.0.1:{http}", network_timeout=30)
         deadline = time.monotonic() + 60
@@ -399,8 +438,9 @@ def test_repository_config_loads_in_triton(tmp_path: Path, triton_ok: None, mode
         def send(x: np.ndarray, seq_id: int, start: bool, end: bool) -> np.ndarray:
             inp = th.InferInput("x", list(x.shape), "FP32")
             inp.set_data_from_numpy(x)
-            return client.infer("gru", [inp], sequence_id=seq_id, sequence_start=start,
-                                sequence_end=end).as_numpy("y")
+            return client.infer(
+                "gru", [inp], sequence_id=seq_id, sequence_start=start, sequence_end=end
+            ).as_numpy("y")
 
         x = _x(50, 3)
         np.testing.assert_allclose(send(x, 7, True, True), _solo(model, x), **TOL)
@@ -418,8 +458,11 @@ def test_repository_config_loads_in_triton(tmp_path: Path, triton_ok: None, mode
         _end_leftovers(str(dist))  # a Python-backend stub may outlive its server
     feeds = [json.loads(line) for line in (res.model_dir / "feeds.jsonl").read_text().splitlines()]
     assert [f["CORRID"][2] for f in feeds] == [[7], [8], [8]]
-    assert [f["START"] for f in feeds] == [[[1, 1], "bool", [True]], [[1, 1], "bool", [True]],
-                                           [[1, 1], "bool", [False]]]
+    assert [f["START"] for f in feeds] == [
+        [[1, 1], "bool", [True]],
+        [[1, 1], "bool", [True]],
+        [[1, 1], "bool", [False]],
+    ]
     assert [f["END"][2] for f in feeds] == [[True], [False], [True]]
     assert all(f["READY"][2] == [True] and f["CORRID"][1] == "uint64" for f in feeds)
     assert [f["x"][0] for f in feeds] == [[1, 3, 2], [1, 1, 2], [1, 2, 2]]

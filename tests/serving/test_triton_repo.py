@@ -54,32 +54,60 @@ def _gru_model(direction: str = "forward", features: int = 3, hidden: int = 2) -
     def w(name: str, *shape: int) -> onnx.TensorProto:
         return numpy_helper.from_array(rng.uniform(-0.6, 0.6, shape).astype(np.float32), name)
 
-    nodes = [helper.make_node("GRU", ["x", "W", "R", "B", "", "h0"], ["Y", "hn"],
-                              hidden_size=hidden, direction=direction),
-             helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
-             helper.make_node("Reshape", ["Yt", "yshape"], ["y"])]
-    inits = [w("W", dirs, 3 * hidden, features), w("R", dirs, 3 * hidden, hidden),
-             w("B", dirs, 6 * hidden),
-             numpy_helper.from_array(np.array([0, 0, -1], np.int64), "yshape")]
+    nodes = [
+        helper.make_node(
+            "GRU",
+            ["x", "W", "R", "B", "", "h0"],
+            ["Y", "hn"],
+            hidden_size=hidden,
+            direction=direction,
+        ),
+        helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["Yt", "yshape"], ["y"]),
+    ]
+    inits = [
+        w("W", dirs, 3 * hidden, features),
+        w("R", dirs, 3 * hidden, hidden),
+        w("B", dirs, 6 * hidden),
+        numpy_helper.from_array(np.array([0, 0, -1], np.int64), "yshape"),
+    ]
     graph = helper.make_graph(
-        nodes, "gru", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["seq", "batch",
-                                                                                features]),
-                       helper.make_tensor_value_info("h0", TensorProto.FLOAT, [dirs, "batch",
-                                                                                 hidden])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["seq", "batch", dirs * hidden]),
-         helper.make_tensor_value_info("hn", TensorProto.FLOAT, [dirs, "batch", hidden])],
-        inits)
+        nodes,
+        "gru",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["seq", "batch", features]),
+            helper.make_tensor_value_info("h0", TensorProto.FLOAT, [dirs, "batch", hidden]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["seq", "batch", dirs * hidden]),
+            helper.make_tensor_value_info("hn", TensorProto.FLOAT, [dirs, "batch", hidden]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     spec = RnnSpec(
-        inputs=[TensorSpec("x", "float32", ("seq", "batch", features)),
-                TensorSpec("h0", "float32", (dirs, "batch", hidden))],
-        outputs=[TensorSpec("y", "float32", ("seq", "batch", dirs * hidden)),
-                 TensorSpec("hn", "float32", (dirs, "batch", hidden))],
-        data_input="x", data_output="y", state_pairs=[StatePair("h0", "hn", 1)],
-        batch_first=False, cell="gru", num_layers=1, hidden_size=hidden, input_size=features,
-        output_size=dirs * hidden, bidirectional=dirs == 2,
+        inputs=[
+            TensorSpec("x", "float32", ("seq", "batch", features)),
+            TensorSpec("h0", "float32", (dirs, "batch", hidden)),
+        ],
+        outputs=[
+            TensorSpec("y", "float32", ("seq", "batch", dirs * hidden)),
+            TensorSpec("hn", "float32", (dirs, "batch", hidden)),
+        ],
+        data_input="x",
+        data_output="y",
+        state_pairs=[StatePair("h0", "hn", 1)],
+        batch_first=False,
+        cell="gru",
+        num_layers=1,
+        hidden_size=hidden,
+        input_size=features,
+        output_size=dirs * hidden,
+        bidirectional=dirs == 2,
         normalization=Normalization((10.0, -3.0, 0.5), (4.0, 0.25, 2.0), (0, 2))
-        if dirs * hidden == 2 else None)
+        if dirs * hidden == 2
+        else None,
+    )
     helper.set_model_props(model, {SPEC_KEY: spec.to_json()})
     onnx.checker.check_model(model)
     return model
@@ -96,12 +124,19 @@ def _stream_wrapped(wrapped: bytes, spec: RnnSpec, x_bf: np.ndarray, chunks: lis
     """Run the wrapper chunk by chunk as Triton would: batch-first state, zero at START."""
     sess = ort.InferenceSession(wrapped, providers=["CPUExecutionProvider"])
     batch = x_bf.shape[0]
-    state = {p.input: np.zeros(triton_wrapper._to_batch_first(
-        [batch if isinstance(d, str) else d for d in spec.input(p.input).shape], p.batch_axis),
-        np.float32) for p in spec.state_pairs}
+    state = {
+        p.input: np.zeros(
+            triton_wrapper._to_batch_first(
+                [batch if isinstance(d, str) else d for d in spec.input(p.input).shape],
+                p.batch_axis,
+            ),
+            np.float32,
+        )
+        for p in spec.state_pairs
+    }
     ys, t = [], 0
     for n in chunks:
-        feeds = {spec.data_input: x_bf[:, t:t + n], **state}
+        feeds = {spec.data_input: x_bf[:, t : t + n], **state}
         for i, (name, ttype) in enumerate(CONTROLS.values()):
             dtype = np.uint64 if ttype == "TYPE_UINT64" else np.bool_
             feeds[name] = np.full((batch, 1), t == 0 if i == 0 else 1, dtype)
@@ -125,8 +160,9 @@ def test_wrapper_streams_like_the_original(path: Path) -> None:
     y, st = _stream_wrapped(wrapped, spec, x_bf, [1, 4, 2, 2])
     np.testing.assert_allclose(y, np.moveaxis(y_ref, spec.batch_axis, 0), atol=1e-5, rtol=1e-4)
     for p in spec.state_pairs:
-        np.testing.assert_allclose(st[p.input], np.moveaxis(st_ref[p.input], p.batch_axis, 0),
-                                   atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(
+            st[p.input], np.moveaxis(st_ref[p.input], p.batch_axis, 0), atol=1e-5, rtol=1e-4
+        )
 
 
 def test_wrapper_normalizes_in_graph(normalized_tm: Path) -> None:
@@ -139,8 +175,9 @@ def test_wrapper_normalizes_in_graph(normalized_tm: Path) -> None:
         y_ref, _ = model.run(x, normalize=normalize)
         np.testing.assert_allclose(y, np.swapaxes(y_ref, 0, 1), atol=1e-5, rtol=1e-4)
     assert SPEC_KEY not in {p.key for p in wrapped.metadata_props}
-    info = json.loads(next(p.value for p in wrapped.metadata_props
-                           if p.key == triton_repo.WRAPPER_KEY))
+    info = json.loads(
+        next(p.value for p in wrapped.metadata_props if p.key == triton_repo.WRAPPER_KEY)
+    )
     assert info["layout"] == "batch-first" and info["state_pairs"] == [["h0", "hn"]]
 
 
@@ -181,8 +218,14 @@ def test_config_has_sequence_batcher_and_implicit_state(tmp_path: Path) -> None:
 
 
 def test_config_options_direct_gpu_time_major(tmp_path: Path) -> None:
-    opts = TritonOptions(name="lstm", strategy="direct", kind="gpu", instances=3,
-                         max_queue_delay_us=250, max_sequence_idle_us=1_000_000)
+    opts = TritonOptions(
+        name="lstm",
+        strategy="direct",
+        kind="gpu",
+        instances=3,
+        max_queue_delay_us=250,
+        max_sequence_idle_us=1_000_000,
+    )
     res = write_repository(LSTM, tmp_path, opts)
     cfg = _parse(res.config_path)
     pb2 = _pb2()
@@ -201,11 +244,15 @@ def test_unstreamable_models_are_refused(tmp_path: Path, direction: str) -> None
     path = tmp_path / f"{direction}.onnx"
     if direction == "stateless":
         graph = helper.make_graph(
-            [helper.make_node("Relu", ["x"], ["y"])], "plain",
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "plain",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 2])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 2])])
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                                    ir_version=8), str(path))
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 2])],
+        )
+        onnx.save(
+            helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+            str(path),
+        )
         why = "no recurrent state"
     else:
         onnx.save(_gru_model("bidirectional"), str(path))
@@ -217,8 +264,7 @@ def test_unstreamable_models_are_refused(tmp_path: Path, direction: str) -> None
 
 def test_extra_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModelError, match="gain"):
-        write_repository(FIXTURES / "foreign_extra_input.onnx", tmp_path,
-                         TritonOptions(name="m"))
+        write_repository(FIXTURES / "foreign_extra_input.onnx", tmp_path, TritonOptions(name="m"))
 
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:
@@ -270,10 +316,25 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert _leftovers(tmp_path) == []
 
 
-def test_cli_writes_repository(tmp_path: Path, normalized_tm: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["triton", str(normalized_tm), "-o", str(tmp_path / "repo"),
-                 "--max-batch-size", "2", "--idle-timeout", "2.5", "--json"]) == 0
+def test_cli_writes_repository(
+    tmp_path: Path, normalized_tm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "triton",
+                str(normalized_tm),
+                "-o",
+                str(tmp_path / "repo"),
+                "--max-batch-size",
+                "2",
+                "--idle-timeout",
+                "2.5",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["model_dir"] == str(tmp_path / "repo" / "gru_norm_tm")
     assert out["max_abs_diff"] < 1e-4

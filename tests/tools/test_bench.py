@@ -136,8 +136,9 @@ def test_measure_clean_retries_while_disturbed(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(bench, "CpuLoad", FakeLoad)
     calls = []
-    stats, load = bench.measure_clean(lambda: calls.append(1), retries=2, settle_s=0,
-                                      warmup=0, repeat=2)
+    stats, load = bench.measure_clean(
+        lambda: calls.append(1), retries=2, settle_s=0, warmup=0, repeat=2
+    )
     assert load == 0.02 and stats.samples == 2 and len(calls) == 6
 
 
@@ -163,15 +164,21 @@ def test_cpu_load_reports_a_non_negative_number_or_none() -> None:
 
 
 # --- points, ratios, results -----------------------------------------------------------------
-def _point(runner: str, p50: float, batch: int = 1, seq_len: int = 16,
-           kind: str = "sequence") -> BenchPoint:
+def _point(
+    runner: str, p50: float, batch: int = 1, seq_len: int = 16, kind: str = "sequence"
+) -> BenchPoint:
     return BenchPoint(runner, batch, seq_len, LatencyStats.from_samples([p50] * 3), kind)
 
 
 def test_ratios_are_speedups_against_baselines_at_the_same_shape() -> None:
-    pts = [_point("eager", 0.010), _point("ort-raw", 0.005), _point("rnnedge", 0.004),
-           _point("rnnedge", 0.002, seq_len=1), _point("eager", 0.001, kind="stream_step"),
-           _point("rnnedge", 0.0005, kind="stream_step")]
+    pts = [
+        _point("eager", 0.010),
+        _point("ort-raw", 0.005),
+        _point("rnnedge", 0.004),
+        _point("rnnedge", 0.002, seq_len=1),
+        _point("eager", 0.001, kind="stream_step"),
+        _point("rnnedge", 0.0005, kind="stream_step"),
+    ]
     add_ratios(pts)
     eager, raw, tuned, lone, s_eager, s_tuned = pts
     assert eager.vs_eager == pytest.approx(1.0) and raw.vs_eager == pytest.approx(2.0)
@@ -190,8 +197,12 @@ def test_merge_rounds_pools_samples_and_keeps_worst_load() -> None:
 
 def test_run_interleaved_measures_every_callable_each_round() -> None:
     order: list[str] = []
-    out = bench.run_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-                                rounds=2, budget_s=0.002, warmup=0)
+    out = bench.run_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+        rounds=2,
+        budget_s=0.002,
+        warmup=0,
+    )
     assert set(out) == {"a", "b"}
     assert all(stats.samples >= 6 for stats, _ in out.values())  # ≥ 3 per round
     first_b = order.index("b")
@@ -199,16 +210,28 @@ def test_run_interleaved_measures_every_callable_each_round() -> None:
 
 
 def _result() -> dict[str, Any]:
-    pts = [_point("eager", 0.010), _point("ort-raw", 0.005), _point("rnnedge", 0.004),
-           _point("eager", 0.001, kind="stream_step", seq_len=1),
-           _point("rnnedge", 0.0005, kind="stream_step", seq_len=1)]
+    pts = [
+        _point("eager", 0.010),
+        _point("ort-raw", 0.005),
+        _point("rnnedge", 0.004),
+        _point("eager", 0.001, kind="stream_step", seq_len=1),
+        _point("rnnedge", 0.0005, kind="stream_step", seq_len=1),
+    ]
     pts[1].other_load = 0.5
     add_ratios(pts)
-    res = bench.BenchResult("m.onnx", {"cell": "lstm"}, bench.environment(),
-                            {"eager": {"description": "eager", "settings": {"t": 2}},
-                             "ort-raw": {"description": "raw", "settings": {}},
-                             "rnnedge": {"description": "tuned", "settings": {"b1-long": {}}}},
-                            pts, skipped={"ort-cuda": "no GPU"}, notes=["a note"])
+    res = bench.BenchResult(
+        "m.onnx",
+        {"cell": "lstm"},
+        bench.environment(),
+        {
+            "eager": {"description": "eager", "settings": {"t": 2}},
+            "ort-raw": {"description": "raw", "settings": {}},
+            "rnnedge": {"description": "tuned", "settings": {"b1-long": {}}},
+        },
+        pts,
+        skipped={"ort-cuda": "no GPU"},
+        notes=["a note"],
+    )
     return res.to_dict()
 
 
@@ -230,7 +253,7 @@ def test_bench_markdown_and_text_structure() -> None:
     lines = md.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| runner"))
     assert lines[header + 1].startswith("|---")
-    rows = [line for line in lines[header + 2:] if line.startswith("|")]
+    rows = [line for line in lines[header + 2 :] if line.startswith("|")]
     assert len(rows) == len(data["points"])
     assert "2.50×" in rows[2] and "1.25×" in rows[2]
     assert all(row.count("|") == len(report.BENCH_HEADERS) + 1 for row in rows)
@@ -242,11 +265,26 @@ def test_bench_markdown_and_text_structure() -> None:
 def test_matrix_markdown_structure() -> None:
     stats = LatencyStats.from_samples([0.01, 0.012]).to_dict()
     runner = {"latency_s": stats, "settings": {}, "noisy": False}
-    matrix = {"environment": bench.environment(), "notes": ["n1"], "workloads": [{
-        "name": "w1", "description": "d", "runners": {"eager": runner, "ort-raw": runner,
-                                                      "rnnedge": {**runner, "label": "t1"}},
-        "vs_eager": 1.0, "vs_ort_raw": 1.0, "vs_best_baseline": 1.0, "target": 1.2,
-        "met": False}]}
+    matrix = {
+        "environment": bench.environment(),
+        "notes": ["n1"],
+        "workloads": [
+            {
+                "name": "w1",
+                "description": "d",
+                "runners": {
+                    "eager": runner,
+                    "ort-raw": runner,
+                    "rnnedge": {**runner, "label": "t1"},
+                },
+                "vs_eager": 1.0,
+                "vs_ort_raw": 1.0,
+                "vs_best_baseline": 1.0,
+                "target": 1.2,
+                "met": False,
+            }
+        ],
+    }
     md = report.matrix_markdown(matrix)
     assert "| w1 |" in md and "NOT met" in md and "### w1: d" in md and "- n1" in md
 
@@ -258,12 +296,20 @@ from rnnedge.tools import tune  # noqa: E402
 
 
 def _tuning_for(model: Path) -> dict[str, Any]:
-    return {"format": tn.TUNING_FORMAT, "created": "2026-01-01T00:00:00", **tn.machine_key(),
-            "onnx_sha256": tn.sha256_file(model), "classes": {
-                "b1-short": {"settings": {"intra_op_num_threads": 1}, "batch_split": 1},
-                "b1-long": {"settings": {"intra_op_num_threads": 2}, "batch_split": 1},
-                "bN-long": {"settings": {"intra_op_num_threads": 1,
-                                         "config": {tn.SPIN: "0"}}, "batch_split": 2}}}
+    return {
+        "format": tn.TUNING_FORMAT,
+        "created": "2026-01-01T00:00:00",
+        **tn.machine_key(),
+        "onnx_sha256": tn.sha256_file(model),
+        "classes": {
+            "b1-short": {"settings": {"intra_op_num_threads": 1}, "batch_split": 1},
+            "b1-long": {"settings": {"intra_op_num_threads": 2}, "batch_split": 1},
+            "bN-long": {
+                "settings": {"intra_op_num_threads": 1, "config": {tn.SPIN: "0"}},
+                "batch_split": 2,
+            },
+        },
+    }
 
 
 @pytest.fixture
@@ -278,7 +324,9 @@ def test_tuning_round_trip_is_atomic(model_file: Path) -> None:
     written = tune.write_tuning(model_file, tuning)
     assert written == model_file.parent / "model.onnx.tuning.json"
     assert sorted(p.name for p in model_file.parent.iterdir()) == [
-        "model.onnx", "model.onnx.tuning.json"]  # no temporary file left behind
+        "model.onnx",
+        "model.onnx.tuning.json",
+    ]  # no temporary file left behind
     assert tn.load_tuning(model_file) == tuning
     assert tn.read_tuning(model_file) == (tuning, None)
 
@@ -338,15 +386,14 @@ def test_candidates_cover_the_grid_and_split_only_batches() -> None:
     assert all(c["settings"]["intra_op_num_threads"] == 1 for c in bn if c["batch_split"] > 1)
     assert [c for c in bn if c["batch_split"] == 1] == grid
     # batch 1 gets no parallel mode and no spinning (tests/tools/test_tune_quiet.py)
-    assert tune.candidates(1, splittable=True, cores=2) == [
-        c for c in grid if tune.allowed(c, 1)]
+    assert tune.candidates(1, splittable=True, cores=2) == [c for c in grid if tune.allowed(c, 1)]
 
 
 def test_representative_shapes_one_per_class() -> None:
-    reps = tune.representative_shapes([(1, 1), (1, 16), (1, 64), (1, 256), (1, 1024), (8, 1),
-                                     (8, 64), (8, 256), (2, 256)])
-    assert reps == {"b1-short": (1, 1), "b1-long": (1, 256), "bN-short": (8, 1),
-                    "bN-long": (8, 64)}
+    reps = tune.representative_shapes(
+        [(1, 1), (1, 16), (1, 64), (1, 256), (1, 1024), (8, 1), (8, 64), (8, 256), (2, 256)]
+    )
+    assert reps == {"b1-short": (1, 1), "b1-long": (1, 256), "bN-short": (8, 1), "bN-long": (8, 64)}
 
 
 def _spec(batch_first: bool, extra: bool = False) -> RnnSpec:
@@ -354,11 +401,17 @@ def _spec(batch_first: bool, extra: bool = False) -> RnnSpec:
     inputs = [TensorSpec("x", "float32", x), TensorSpec("h0", "float32", (2, "batch", 4))]
     if extra:
         inputs.append(TensorSpec("mask", "float32", ("batch",)))
-    return RnnSpec(inputs=inputs,
-                   outputs=[TensorSpec("y", "float32", (*x[:2], 1)),
-                            TensorSpec("hn", "float32", (2, "batch", 4))],
-                   data_input="x", data_output="y", state_pairs=[StatePair("h0", "hn", 1)],
-                   batch_first=batch_first)
+    return RnnSpec(
+        inputs=inputs,
+        outputs=[
+            TensorSpec("y", "float32", (*x[:2], 1)),
+            TensorSpec("hn", "float32", (2, "batch", 4)),
+        ],
+        data_input="x",
+        data_output="y",
+        state_pairs=[StatePair("h0", "hn", 1)],
+        batch_first=batch_first,
+    )
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

@@ -43,8 +43,9 @@ class ScriptedLoad:
 
 def _rule(loads: Sequence[float | None], readings: int = 3) -> tuple[QuietRule, ScriptedLoad]:
     monitor = ScriptedLoad(loads)
-    return QuietRule(threshold=0.1, readings=readings, window_s=0.5, monitor=monitor,
-                     sleep=lambda s: None), monitor
+    return QuietRule(
+        threshold=0.1, readings=readings, window_s=0.5, monitor=monitor, sleep=lambda s: None
+    ), monitor
 
 
 def _cands(batch: int = 8) -> list[dict[str, Any]]:
@@ -66,8 +67,9 @@ def _timer(first: dict[str, float], later: dict[str, Iterator[float]] | None = N
 
 
 def _tune(rule: QuietRule, timer, batch: int = 8, rounds: int = 5) -> dict[str, Any]:
-    return tune.tune_class("bN-long", batch, _cands(batch), timer, rule=rule, budget_s=0.01,
-                           confirm_rounds=rounds)
+    return tune.tune_class(
+        "bN-long", batch, _cands(batch), timer, rule=rule, budget_s=0.01, confirm_rounds=rounds
+    )
 
 
 # --- the quiet-machine rule -----------------------------------------------------------------
@@ -138,8 +140,10 @@ def test_tune_refuses_and_writes_nothing_on_a_busy_machine(tmp_path: Path) -> No
 def test_a_first_pass_winner_that_does_not_confirm_is_not_adopted() -> None:
     rule, _ = _rule([0.0])
     best = "t1-all-seq-spin0"
-    timer = _timer({"ort-defaults": 1.0, best: 0.5},  # 2× in the first pass (a lucky burst)
-                   {"ort-defaults": iter([1.0] * 5), best: iter([0.99, 1.0, 0.97, 1.01, 0.98])})
+    timer = _timer(
+        {"ort-defaults": 1.0, best: 0.5},  # 2× in the first pass (a lucky burst)
+        {"ort-defaults": iter([1.0] * 5), best: iter([0.99, 1.0, 0.97, 1.01, 0.98])},
+    )
     result = _tune(rule, timer)
     assert result["adopted"] is False and result["chosen"] == "ort-defaults"
     assert result["settings"] == {} and result["reason"].startswith(tune.NO_FASTER)
@@ -149,8 +153,10 @@ def test_a_first_pass_winner_that_does_not_confirm_is_not_adopted() -> None:
 def test_a_confirmed_winner_is_adopted() -> None:
     rule, _ = _rule([0.0])
     best = "t1-basic-seq-spin0"
-    timer = _timer({"ort-defaults": 1.0, best: 0.6},
-                   {"ort-defaults": iter([1.0] * 5), best: iter([0.7, 0.72, 0.69, 0.8, 0.71])})
+    timer = _timer(
+        {"ort-defaults": 1.0, best: 0.6},
+        {"ort-defaults": iter([1.0] * 5), best: iter([0.7, 0.72, 0.69, 0.8, 0.71])},
+    )
     result = _tune(rule, timer)
     assert result["adopted"] is True and result["chosen"] == best
     assert result["speedup_vs_defaults"] == pytest.approx(1.0 / 0.71)
@@ -163,12 +169,15 @@ def test_defaults_winning_the_first_pass_say_no_faster_setting_found() -> None:
     assert result["reason"].startswith("no faster setting found")
 
 
-@pytest.mark.parametrize(("defaults", "cand", "adopt"), [
-    ([1.0] * 5, [0.9] * 5, True),
-    ([1.0] * 5, [0.96] * 5, False),                  # under the 5 % margin
-    ([1.0] * 4, [0.5, 0.5, 1.2, 1.2], False),        # faster in only half the rounds
-    ([1.0] * 3, [0.8, 0.85, 1.1], True),
-])
+@pytest.mark.parametrize(
+    ("defaults", "cand", "adopt"),
+    [
+        ([1.0] * 5, [0.9] * 5, True),
+        ([1.0] * 5, [0.96] * 5, False),  # under the 5 % margin
+        ([1.0] * 4, [0.5, 0.5, 1.2, 1.2], False),  # faster in only half the rounds
+        ([1.0] * 3, [0.8, 0.85, 1.1], True),
+    ],
+)
 def test_decide(defaults: list[float], cand: list[float], adopt: bool) -> None:
     assert tune.decide(defaults, cand)[0] is adopt
 
@@ -191,8 +200,15 @@ def test_batch_one_never_gets_spinning_even_when_it_measures_fastest() -> None:
     rule, _ = _rule([0.0])
     fast = {c["label"]: 0.1 for c in _cands(8) if not tune.allowed(c, 1)}
     assert fast  # parallel and spinning candidates exist for batch 8 ...
-    result = tune.tune_class("b1-long", 1, _cands(8), _timer({"ort-defaults": 1.0, **fast}),
-                             rule=rule, budget_s=0.01, confirm_rounds=3)
+    result = tune.tune_class(
+        "b1-long",
+        1,
+        _cands(8),
+        _timer({"ort-defaults": 1.0, **fast}),
+        rule=rule,
+        budget_s=0.01,
+        confirm_rounds=3,
+    )
     # ... but for batch 1 they are never measured, let alone chosen
     assert not set(result["first_pass_p50_s"]) & set(fast)
     assert result["chosen"] == "ort-defaults"

@@ -35,7 +35,9 @@ GRAPH_ID_KEY = "gpu_graph_id"  # ORT run option: which captured CUDA graph a run
 _DEVICE_FAILURE = re.compile(
     r"CUDA failure \d+|CUDA error|cudaError|CUDNN failure|CUDNN_STATUS_|CUBLAS failure|"
     r"CUBLAS_STATUS_|out of memory|illegal (memory )?(access|address|instruction)|"
-    r"Failed to allocate memory|unspecified launch failure|misaligned address", re.IGNORECASE)
+    r"Failed to allocate memory|unspecified launch failure|misaligned address",
+    re.IGNORECASE,
+)
 _GRAPH_FAILURE = re.compile(r"captur|cuda ?graph", re.IGNORECASE)
 
 
@@ -48,10 +50,12 @@ def device_failure(exc: BaseException, doing: str) -> DeviceError | None:
     msg = " ".join(str(exc).split())
     if not _DEVICE_FAILURE.search(msg):
         return None
-    return DeviceError(f"the GPU failed while {doing}: {msg[:400]}; not the inputs' fault: for "
-                       "out of memory use a smaller batch or free the device, for an illegal "
-                       "address or a cuDNN/cuBLAS status restart the process (its CUDA context "
-                       "may be lost) and report it with the model if it repeats")
+    return DeviceError(
+        f"the GPU failed while {doing}: {msg[:400]}; not the inputs' fault: for "
+        "out of memory use a smaller batch or free the device, for an illegal "
+        "address or a cuDNN/cuBLAS status restart the process (its CUDA context "
+        "may be lost) and report it with the model if it repeats"
+    )
 
 
 class CudaStepSession:
@@ -98,20 +102,29 @@ class CudaStepSession:
         self._cur = 0
         self._closed = False
         state_outs = {p.output for p in spec.state_pairs}
-        self._other_outputs = [o.name for o in session.get_outputs()
-                               if o.name != spec.data_output and o.name not in state_outs]
+        self._other_outputs = [
+            o.name
+            for o in session.get_outputs()
+            if o.name != spec.data_output and o.name not in state_outs
+        ]
         if self.cuda_graph and self._other_outputs:
-            raise StreamError(f"CUDA graph streaming binds every output at a fixed address; "
-                              f"outputs {self._other_outputs} have no known shape")
+            raise StreamError(
+                f"CUDA graph streaming binds every output at a fixed address; "
+                f"outputs {self._other_outputs} have no known shape"
+            )
         names = {spec.data_input, *(p.input for p in spec.state_pairs)}
         wanted = [i.name for i in session.get_inputs() if i.name not in names]
         extra = dict(extra or {})
         if sorted(extra) != sorted(wanted):
             raise StreamError(f"this model also needs inputs {wanted}; got extra={sorted(extra)}")
         self._extra = {k: self._value(np.ascontiguousarray(v)) for k, v in extra.items()}
-        self._states = [{p.input: self._zeros(state_shape(spec, p.input, batch),
-                                              spec.input(p.input).dtype)
-                         for p in spec.state_pairs} for _ in range(2)]
+        self._states = [
+            {
+                p.input: self._zeros(state_shape(spec, p.input, batch), spec.input(p.input).dtype)
+                for p in spec.state_pairs
+            }
+            for _ in range(2)
+        ]
         self._run_options = [None, None]
         if graph_ids is not None:
             for k, gid in enumerate(graph_ids):
@@ -133,8 +146,10 @@ class CudaStepSession:
         dims: list[Any] = list(declared)
         dims[spec.batch_axis], dims[spec.seq_axis] = self.batch, chunk_len
         if not all(isinstance(d, int) for d in dims):
-            raise StreamError(f"'{spec.data_input}' has symbolic dims {declared} beyond batch "
-                              "and seq_len; GPU streaming preallocates and needs them fixed")
+            raise StreamError(
+                f"'{spec.data_input}' has symbolic dims {declared} beyond batch "
+                "and seq_len; GPU streaming preallocates and needs them fixed"
+            )
         return tuple(dims)
 
     def _bind(self, shape: tuple[int, ...]) -> None:
@@ -144,15 +159,21 @@ class CudaStepSession:
         # the output's symbolic dims are sized from the input's dims of the same name
         x_dims = {d: shape[i] for i, d in enumerate(x_spec.shape) if isinstance(d, str)}
         declared = spec.output(spec.data_output).shape
-        y_shape = (None if any(isinstance(d, str) and d not in x_dims for d in declared)
-                   else tuple(x_dims.get(d, d) for d in declared))
+        y_shape = (
+            None
+            if any(isinstance(d, str) and d not in x_dims for d in declared)
+            else tuple(x_dims.get(d, d) for d in declared)
+        )
         if y_shape is None and self.cuda_graph:
-            raise StreamError(f"CUDA graph streaming needs the shape of '{spec.data_output}' "
-                              f"({spec.output(spec.data_output).shape}) from the input's dims")
+            raise StreamError(
+                f"CUDA graph streaming needs the shape of '{spec.data_output}' "
+                f"({spec.output(spec.data_output).shape}) from the input's dims"
+            )
         self.chunk_shape = shape
         self._x = self._zeros(shape, x_spec.dtype)
-        self._y = None if y_shape is None else self._zeros(
-            y_shape, spec.output(spec.data_output).dtype)
+        self._y = (
+            None if y_shape is None else self._zeros(y_shape, spec.output(spec.data_output).dtype)
+        )
         self._bindings = []
         for k in range(2):
             b = self.session.io_binding()
@@ -186,8 +207,10 @@ class CudaStepSession:
         spec = self.spec
         x = check_sequence(chunk, spec, "chunk")
         if x.shape[spec.batch_axis] != self.batch:
-            raise InputError(f"chunk has batch {x.shape[spec.batch_axis]} (shape "
-                             f"{tuple(x.shape)}); this stream was opened with batch={self.batch}")
+            raise InputError(
+                f"chunk has batch {x.shape[spec.batch_axis]} (shape "
+                f"{tuple(x.shape)}); this stream was opened with batch={self.batch}"
+            )
         with self._lock:
             self._check_open()
             if x.shape != self.chunk_shape:
@@ -195,7 +218,8 @@ class CudaStepSession:
                     raise StreamError(
                         f"chunk shape {tuple(x.shape)} differs from {self.chunk_shape}, the "
                         "shape this stream's CUDA graphs were captured at; open another "
-                        "step_session for this chunk length, or use cuda_graph=False")
+                        "step_session for this chunk length, or use cuda_graph=False"
+                    )
                 self._bind(tuple(x.shape))
             k = self._cur
             clock = time.perf_counter_ns if self.record_split else _no_clock
@@ -209,8 +233,11 @@ class CudaStepSession:
                 y = (self._bindings[k].get_outputs()[0] if self._y is None else self._y).numpy()
                 y = np.array(y, copy=True)
             except Exception:  # the current state set was only read: nothing changed
-                with OrtErrors(feeds=lambda: {spec.data_input: x}, rule=self._failed,
-                               runtime="ONNX Runtime (CUDA)"):
+                with OrtErrors(
+                    feeds=lambda: {spec.data_input: x},
+                    rule=self._failed,
+                    runtime="ONNX Runtime (CUDA)",
+                ):
                     raise
             if self.record_split:
                 self.last_split_ns = (t1 - t0, t2 - t1, clock() - t2)
@@ -225,14 +252,16 @@ class CudaStepSession:
         if self.cuda_graph and _GRAPH_FAILURE.search(msg):
             return RuntimeUnavailableError(
                 f"ONNX Runtime failed to capture or replay this stream's CUDA graph ({msg}); "
-                "stream without graphs (cuda_graph=False)")
+                "stream without graphs (cuda_graph=False)"
+            )
         device = device_failure(exc, "running a stream step")
         if device is not None:
             return device
         if self.cuda_graph:
             return RuntimeUnavailableError(
                 f"ONNX Runtime failed to run this stream's CUDA graph ({msg}); stream without "
-                "graphs (cuda_graph=False)")
+                "graphs (cuda_graph=False)"
+            )
         return None
 
     @property
@@ -256,8 +285,10 @@ class CudaStepSession:
         self._check_open()
         with self._lock:
             for name, value in self._states[self._cur].items():
-                zeros = np.zeros(state_shape(self.spec, name, self.batch),
-                                 dtype=np.dtype(self.spec.input(name).dtype))
+                zeros = np.zeros(
+                    state_shape(self.spec, name, self.batch),
+                    dtype=np.dtype(self.spec.input(name).dtype),
+                )
                 value.update_inplace(zeros)
             self._steps = 0
 
@@ -266,5 +297,3 @@ class CudaStepSession:
         self._closed = True
         self._bindings, self._states, self._extra = [], [{}, {}], {}
         self._x = self._y = None
-
-

@@ -41,8 +41,15 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
 HINTS = ("LATENCY", "THROUGHPUT")
 
-_OV_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64",
-             "i64": "int64", "i32": "int32", "boolean": "bool"}
+_OV_TYPES = {
+    "f32": "float32",
+    "f16": "float16",
+    "bf16": "bfloat16",
+    "f64": "float64",
+    "i64": "int64",
+    "i32": "int32",
+    "boolean": "bool",
+}
 
 
 def cpu_flags(path: str | os.PathLike[str] | None = None) -> frozenset[str]:
@@ -112,11 +119,15 @@ class OpenVINORunner(Runner):
     ) -> None:
         super().__init__()
         if precision is not None and precision not in PRECISIONS:
-            raise InputError(f"OpenVINO precision '{precision}' is not known; expected one of "
-                             f"{', '.join(PRECISIONS)}")
+            raise InputError(
+                f"OpenVINO precision '{precision}' is not known; expected one of "
+                f"{', '.join(PRECISIONS)}"
+            )
         if performance_hint not in HINTS:
-            raise InputError(f"performance_hint '{performance_hint}' is not known; expected "
-                             f"one of {', '.join(HINTS)}")
+            raise InputError(
+                f"performance_hint '{performance_hint}' is not known; expected "
+                f"one of {', '.join(HINTS)}"
+            )
         if num_threads is not None and (isinstance(num_threads, bool) or num_threads < 1):
             raise InputError(f"num_threads must be a whole number ≥ 1, got {num_threads!r}")
         self.model = Path(model)
@@ -143,8 +154,10 @@ class OpenVINORunner(Runner):
             require_bf16(f"the OpenVINO runner for '{path}'")
         ov = require("openvino", "the OpenVINO runner")
         core = ov.Core()
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision,
-                                  "PERFORMANCE_HINT": self.performance_hint}
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": self.performance_hint,
+        }
         if self.num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(self.num_threads)
         try:
@@ -162,8 +175,9 @@ class OpenVINORunner(Runner):
         elif "f32" in got or "float32" in got:
             got = "f32"
         if got != precision:
-            raise RuntimeUnavailableError(f"OpenVINO compiled '{path}' for {got} although "
-                                          f"{precision} was asked for")
+            raise RuntimeUnavailableError(
+                f"OpenVINO compiled '{path}' for {got} although {precision} was asked for"
+            )
         self.precision = got
         self._compiled = compiled
         self._inputs = [_tensor_spec(p) for p in compiled.inputs]
@@ -191,12 +205,12 @@ class OpenVINORunner(Runner):
             result = request.infer(dict(feeds))  # outputs are copies (share_outputs=False)
         except Exception as exc:
             msg = str(exc).strip().replace("\n", " ")
-            raise InputError(f"OpenVINO refused the inputs {describe_feeds(feeds)}: "
-                             f"{msg[:400]}") from exc
+            raise InputError(
+                f"OpenVINO refused the inputs {describe_feeds(feeds)}: {msg[:400]}"
+            ) from exc
         finally:
             self._idle.put(request)
-        return {name: result[port] for name, port in zip(self._outputs, self._ports,
-                                                          strict=True)}
+        return {name: result[port] for name, port in zip(self._outputs, self._ports, strict=True)}
 
 
 def _tensor_spec(port: Any) -> TensorSpec:
@@ -220,9 +234,15 @@ def load_model(
 
     spec = stored_spec(path)
     if spec is None:
-        raise ModelFileError(f"'{path}' carries no rnnedge spec; the OpenVINO runner needs one "
-                             "(export or re-save the file with rnnedge)")
-    runner = OpenVINORunner(path, precision=precision, spec=spec,
-                            performance_hint=performance_hint, num_threads=num_threads)
+        raise ModelFileError(
+            f"'{path}' carries no rnnedge spec; the OpenVINO runner needs one "
+            "(export or re-save the file with rnnedge)"
+        )
+    runner = OpenVINORunner(
+        path,
+        precision=precision,
+        spec=spec,
+        performance_hint=performance_hint,
+        num_threads=num_threads,
+    )
     return Model(runner.activate(), spec, Path(path))
-

@@ -43,16 +43,23 @@ from rnnedge.runtime.backends.ortdist import (
 )
 from rnnedge.spec import RnnSpec
 
-__all__ = ["CUDA_EP", "CudaStepSession", "OrtCudaRunner", "convert_fp16", "cpu_placed",
-           "cuda_settings", "placement", "placement_problem"]
+__all__ = [
+    "CUDA_EP",
+    "CudaStepSession",
+    "OrtCudaRunner",
+    "convert_fp16",
+    "cpu_placed",
+    "cuda_settings",
+    "placement",
+    "placement_problem",
+]
 
 CUDA_EP = "CUDAExecutionProvider"
 SKIP_GRAPH = "-1"  # the `gpu_graph_id` that runs without capturing or replaying a graph
 NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 RECORD_PLACEMENT = "session.record_ep_graph_assignment_info"
 #: provider options that have their own argument, which is the one way to set them
-OWN_ARGUMENT = {"device_id": "device_id", "use_tf32": "use_tf32",
-                "enable_cuda_graph": "cuda_graph"}
+OWN_ARGUMENT = {"device_id": "device_id", "use_tf32": "use_tf32", "enable_cuda_graph": "cuda_graph"}
 #: ops whose place on the CPU provider costs real time (not shape bookkeeping)
 HEAVY_OPS = frozenset({"LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv", "Einsum"})
 LIBS_HINT = (
@@ -61,9 +68,11 @@ LIBS_HINT = (
     "wheels for onnxruntime-gpu's CUDA major version, `import torch` (built for the same CUDA) "
     "first, or put their lib folders on LD_LIBRARY_PATH"
 )
-CPU_KERNEL_HINT = ("the CUDA provider has no kernel for them as they are (e.g. GRU with "
-                   "linear_before_reset=0, LSTM with peepholes); re-export the model so they "
-                   "fit (torch's GRU exports linear_before_reset=1)")
+CPU_KERNEL_HINT = (
+    "the CUDA provider has no kernel for them as they are (e.g. GRU with "
+    "linear_before_reset=0, LSTM with peepholes); re-export the model so they "
+    "fit (torch's GRU exports linear_before_reset=1)"
+)
 
 
 def _creating(exc: Exception) -> DeviceError | None:
@@ -126,8 +135,10 @@ def placement_problem(assigned: Mapping[str, list[str]], cpu_nodes: bool) -> str
         return None
     listed = ", ".join(nodes[:8]) + (f" and {len(nodes) - 8} more" if len(nodes) > 8 else "")
     allow = "" if cpu_nodes else ", or allow them with cpu_nodes=True"
-    return (f"{len(nodes)} node(s) run on the CPU provider inside this CUDA session, each "
-            f"costing a copy across PCIe: {listed}; {CPU_KERNEL_HINT}{allow}")
+    return (
+        f"{len(nodes)} node(s) run on the CPU provider inside this CUDA session, each "
+        f"costing a copy across PCIe: {listed}; {CPU_KERNEL_HINT}{allow}"
+    )
 
 
 class OrtCudaRunner(OrtRunner):
@@ -176,8 +187,10 @@ class OrtCudaRunner(OrtRunner):
         clash = sorted(k for k in (provider_options or {}) if str(k) in OWN_ARGUMENT)
         if clash:
             args = ", ".join(f"{k} → {OWN_ARGUMENT[k]}=" for k in clash)
-            raise InputError(f"provider_options sets {clash}, which have their own arguments "
-                             f"({args}); pass them as arguments of OrtCudaRunner instead")
+            raise InputError(
+                f"provider_options sets {clash}, which have their own arguments "
+                f"({args}); pass them as arguments of OrtCudaRunner instead"
+            )
         self.device_id = int(device_id)
         self.cuda_graph = bool(cuda_graph)
         self.use_tf32 = bool(use_tf32)
@@ -206,8 +219,10 @@ class OrtCudaRunner(OrtRunner):
             return f"onnxruntime-gpu is installed but does not import ({dist.module.error})"
         if not dist.has_cuda_provider:
             listed = ", ".join(dist.providers or ())
-            return (f"the imported onnxruntime {dist.module_version} lists no {CUDA_EP} "
-                    f"(providers: {listed}); reinstall it: {GPU_FIX}")
+            return (
+                f"the imported onnxruntime {dist.module_version} lists no {CUDA_EP} "
+                f"(providers: {listed}); reinstall it: {GPU_FIX}"
+            )
         return None
 
     def cuda_options(self) -> dict[str, str]:
@@ -229,8 +244,10 @@ class OrtCudaRunner(OrtRunner):
             return
         out = io.StringIO()
         calls: list[dict[str, Any]] = [{}]
-        calls += [{"cuda": cuda, "cudnn": cudnn, "directory": folder}
-                  for folder, cuda, cudnn in preload_calls(nvidia_lib_dirs())]
+        calls += [
+            {"cuda": cuda, "cudnn": cudnn, "directory": folder}
+            for folder, cuda, cudnn in preload_calls(nvidia_lib_dirs())
+        ]
         for kwargs in calls:
             try:
                 with contextlib.redirect_stdout(out):
@@ -242,26 +259,34 @@ class OrtCudaRunner(OrtRunner):
     def _not_on_cuda(self, ort: Any, active: list[str], what: str) -> RuntimeUnavailableError:
         built = list(ort.get_available_providers())
         if CUDA_EP not in built:
-            why = (f"this onnxruntime {ort.__version__} has no CUDA provider (built with "
-                   f"{', '.join(built)}); {GPU_FIX}")
+            why = (
+                f"this onnxruntime {ort.__version__} has no CUDA provider (built with "
+                f"{', '.join(built)}); {GPU_FIX}"
+            )
         else:
             log = f"; preload_dlls said: {self.preload_log[:300]}" if self.preload_log else ""
             why = LIBS_HINT + log
         return RuntimeUnavailableError(
             f"runtime 'ort-cuda' asked for {CUDA_EP} but {what} runs on "
-            f"{', '.join(active) or 'nothing'}: {why}")
+            f"{', '.join(active) or 'nothing'}: {why}"
+        )
 
     def _probe(self, ort: Any) -> None:
         """Open the one-node probe on CUDA alone; refuse before the model if CUDA is not live."""
         options = {k: v for k, v in self.cuda_options().items() if k != "enable_cuda_graph"}
         try:
-            probe = open_session(probe_model(), [(CUDA_EP, options)],
-                                 cuda_settings({"graph_optimization_level": "basic"}, True),
-                                 fallback=False, rule=_creating)
+            probe = open_session(
+                probe_model(),
+                [(CUDA_EP, options)],
+                cuda_settings({"graph_optimization_level": "basic"}, True),
+                fallback=False,
+                rule=_creating,
+            )
         except ModelFileError as exc:
             raise RuntimeUnavailableError(
                 f"runtime 'ort-cuda' could not open a one-node probe model on {CUDA_EP} "
-                f"({exc.__cause__ or exc}); {LIBS_HINT}") from exc
+                f"({exc.__cause__ or exc}); {LIBS_HINT}"
+            ) from exc
         active = list(probe.get_providers())
         if not active or active[0] != CUDA_EP:
             raise self._not_on_cuda(ort, active, "a one-node probe session")
@@ -274,23 +299,28 @@ class OrtCudaRunner(OrtRunner):
             return RuntimeUnavailableError(
                 f"CUDA graphs need every node on the CUDA provider and no control flow "
                 f"(If/Loop/Scan), and ONNX Runtime refused this model: {first}; open it with "
-                "cuda_graph=False")
+                "cuda_graph=False"
+            )
         if "fallback" in cause.lower() and "cpu" in cause.lower():
             nodes = self._cpu_nodes_of_model()
             listed = f": {', '.join(nodes[:8])}" if nodes else ""
             return RuntimeUnavailableError(
                 f"nodes of this model would run on the CPU provider{listed}, which "
                 f"cpu_nodes=False forbids ({first}); {CPU_KERNEL_HINT}, or allow them with "
-                "cpu_nodes=True")
+                "cpu_nodes=True"
+            )
         return exc
 
     def _cpu_nodes_of_model(self) -> list[str]:
         """Which nodes go to the CPU: a second session allowed to place them, at `basic`."""
         try:
             session = open_session(
-                self.model, [(CUDA_EP, self.cuda_options()), "CPUExecutionProvider"],
+                self.model,
+                [(CUDA_EP, self.cuda_options()), "CPUExecutionProvider"],
                 cuda_settings({**self.settings, "graph_optimization_level": "basic"}, True),
-                fallback=False, rule=_creating)
+                fallback=False,
+                rule=_creating,
+            )
         except ModelFileError:
             return []
         return cpu_placed(placement(session))
@@ -305,9 +335,13 @@ class OrtCudaRunner(OrtRunner):
             if self.cpu_nodes:
                 providers.append("CPUExecutionProvider")
             try:
-                self.session = open_session(self.model, providers,
-                                            cuda_settings(self.settings, self.cpu_nodes),
-                                            fallback=False, rule=_creating)
+                self.session = open_session(
+                    self.model,
+                    providers,
+                    cuda_settings(self.settings, self.cpu_nodes),
+                    fallback=False,
+                    rule=_creating,
+                )
             except ModelFileError as exc:
                 raise self._explain(exc) from exc
         active = list(self.session.get_providers())
@@ -342,7 +376,8 @@ class OrtCudaRunner(OrtRunner):
                 for name, value in feeds.items():
                     arr = np.ascontiguousarray(value)
                     binding.bind_ortvalue_input(
-                        name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", self.device_id))
+                        name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", self.device_id)
+                    )
                 for name in self._outputs:
                     binding.bind_output(name, "cuda", self.device_id)
                 self.session.run_with_iobinding(binding, self._run_options)
@@ -369,8 +404,15 @@ class OrtCudaRunner(OrtRunner):
 
             spec = resolve_spec(self.session, source=str(self.model)[:200])
         ids = self.reserve_graph_ids(2) if self.cuda_graph else None
-        return CudaStepSession(self.session, spec, batch, chunk_len, extra=extra,
-                               device=("cuda", self.device_id), graph_ids=ids)
+        return CudaStepSession(
+            self.session,
+            spec,
+            batch,
+            chunk_len,
+            extra=extra,
+            device=("cuda", self.device_id),
+            graph_ids=ids,
+        )
 
 
 def convert_fp16(

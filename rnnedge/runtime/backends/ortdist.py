@@ -95,8 +95,9 @@ def probe_module(import_module: bool = True) -> ModuleInfo:
         import onnxruntime as ort
     except Exception as exc:  # a half-overwritten install fails in many ways
         return ModuleInfo(location, error=f"{type(exc).__name__}: {exc}")
-    return ModuleInfo(location, getattr(ort, "__version__", None),
-                      tuple(ort.get_available_providers()))
+    return ModuleInfo(
+        location, getattr(ort, "__version__", None), tuple(ort.get_available_providers())
+    )
 
 
 @dataclass(frozen=True)
@@ -139,15 +140,19 @@ class OrtDist:
         """Why the CUDA provider cannot come from this install, from metadata alone."""
         gpu = self.gpu_installed
         if not gpu:
-            return (f"runtime 'ort-cuda' needs onnxruntime-gpu; installed: "
-                    f"{self.installed_text()}; install it with: {GPU_FIX}")
+            return (
+                f"runtime 'ort-cuda' needs onnxruntime-gpu; installed: "
+                f"{self.installed_text()}; install it with: {GPU_FIX}"
+            )
         if self.conflict:
             return self.conflict
         if self.active is not None and self.active not in GPU_DISTRIBUTIONS:
             where = self.distributions[gpu[0]].location
-            return (f"{gpu[0]} is installed in {where}, but `import onnxruntime` loads "
-                    f"{self.active} from {self.module.location}, which comes first on sys.path; "
-                    f"remove one of them: {GPU_FIX}")
+            return (
+                f"{gpu[0]} is installed in {where}, but `import onnxruntime` loads "
+                f"{self.active} from {self.module.location}, which comes first on sys.path; "
+                f"remove one of them: {GPU_FIX}"
+            )
         return None
 
     def describe(self) -> str:
@@ -175,8 +180,10 @@ def _conflict(records: Sequence[DistRecord], module_location: str | None) -> str
     listing = ", ".join(f"{r.name} {r.version}" for r in shared)
     if any(n in GPU_DISTRIBUTIONS for n in names):
         fix = GPU_FIX
-        effect = ("each overwrote the other's files in the one `onnxruntime` module, so "
-                  "CUDAExecutionProvider may be missing or broken")
+        effect = (
+            "each overwrote the other's files in the one `onnxruntime` module, so "
+            "CUDAExecutionProvider may be missing or broken"
+        )
     else:
         fix = f"pip uninstall -y {' '.join(names)} && pip install <the one you want>"
         effect = "each overwrote the other's files in the one `onnxruntime` module"
@@ -203,8 +210,9 @@ def diagnose(
     module = probe(import_module)
     at_module = [r for r in records if r.location is not None and r.location == module.location]
     active = at_module[0].name if len(at_module) == 1 else None
-    return OrtDist({r.name: r for r in records}, module, active,
-                   _conflict(records, module.location))
+    return OrtDist(
+        {r.name: r for r in records}, module, active, _conflict(records, module.location)
+    )
 
 
 def cuda_device_missing() -> str | None:
@@ -295,6 +303,10 @@ def probe_model() -> bytes:
         return _field(1, name) + _field(2, tensor_type)
 
     node = _field(1, b"x") + _field(1, b"x") + _field(2, b"y") + _field(4, b"Add")
-    graph = (_field(1, node) + _field(2, b"cuda_probe") + _field(11, value_info(b"x"))
-             + _field(12, value_info(b"y")))
+    graph = (
+        _field(1, node)
+        + _field(2, b"cuda_probe")
+        + _field(11, value_info(b"x"))
+        + _field(12, value_info(b"y"))
+    )
     return _field(1, 8) + _field(7, graph) + _field(8, _field(1, b"") + _field(2, 13))

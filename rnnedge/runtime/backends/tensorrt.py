@@ -43,8 +43,17 @@ from rnnedge.runtime.backends.trt_plan import (
 )
 from rnnedge.spec import TensorSpec
 
-__all__ = ["TRT_EP", "TensorRTRunner", "check_profile", "format_shapes", "linked_tensorrt_major",
-           "open_trt_session", "ort_trt_options", "ort_trt_providers", "profile_violations"]
+__all__ = [
+    "TRT_EP",
+    "TensorRTRunner",
+    "check_profile",
+    "format_shapes",
+    "linked_tensorrt_major",
+    "open_trt_session",
+    "ort_trt_options",
+    "ort_trt_providers",
+    "profile_violations",
+]
 
 TRT_EP = "TensorrtExecutionProvider"
 #: a loader: called once when the runner activates, returns the path of a plan to load
@@ -53,8 +62,9 @@ PlanLoader = Callable[[], "str | os.PathLike[str]"]
 
 def format_shapes(profiles: Mapping[str, Profile], which: int) -> str:
     """`x:1x1x1,h0:2x1x128` — ORT's TensorRT provider syntax for one of min/opt/max."""
-    return ",".join(f"{name}:{'x'.join(str(d) for d in shapes[which])}"
-                    for name, shapes in profiles.items())
+    return ",".join(
+        f"{name}:{'x'.join(str(d) for d in shapes[which])}" for name, shapes in profiles.items()
+    )
 
 
 def ort_trt_options(
@@ -78,15 +88,22 @@ def ort_trt_options(
         "trt_profile_max_shapes": format_shapes(profiles, 2),
     }
     if cache_dir is not None:
-        opts.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
-                     "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir)})
+        opts.update(
+            {
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(cache_dir),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(cache_dir),
+            }
+        )
     if workspace_gb is not None:
         opts["trt_max_workspace_size"] = str(int(workspace_gb * (1 << 30)))
     return opts
 
 
-def ort_trt_providers(profiles: Mapping[str, Profile], *, allow_tf32: bool = False,
-                      **options: Any) -> list[Any]:
+def ort_trt_providers(
+    profiles: Mapping[str, Profile], *, allow_tf32: bool = False, **options: Any
+) -> list[Any]:
     """Providers for `InferenceSession`: TensorRT first, CUDA then CPU for what it leaves.
 
     The CUDA provider takes what TensorRT leaves, so it gets `use_tf32=0` like `ort-cuda`
@@ -116,8 +133,13 @@ def _installed_tensorrt() -> str:
     """`tensorrt 10.7.0` for every installed distribution named tensorrt*, or 'none'."""
     import importlib.metadata
 
-    found = sorted({f"{d.metadata['Name']} {d.version}" for d in importlib.metadata.distributions()
-                    if str(d.metadata["Name"] or "").lower().startswith("tensorrt")})
+    found = sorted(
+        {
+            f"{d.metadata['Name']} {d.version}"
+            for d in importlib.metadata.distributions()
+            if str(d.metadata["Name"] or "").lower().startswith("tensorrt")
+        }
+    )
     return ", ".join(found) or "none"
 
 
@@ -142,24 +164,28 @@ def open_trt_session(
         **options: `ort_trt_providers` options (fp16, cache_dir, device_id, allow_tf32, …).
     """
     ort = require("onnxruntime", "ONNX Runtime's TensorRT provider")
-    session = open_session(model, ort_trt_providers(profiles, **options), settings,
-                           fallback=False)
+    session = open_session(model, ort_trt_providers(profiles, **options), settings, fallback=False)
     active = list(session.get_providers())
     if active and active[0] == TRT_EP:
         return session
     built = list(ort.get_available_providers())
     if TRT_EP not in built:
-        why = (f"this onnxruntime {ort.__version__} has no TensorRT provider (built with "
-               f"{', '.join(built)}); install onnxruntime-gpu")
+        why = (
+            f"this onnxruntime {ort.__version__} has no TensorRT provider (built with "
+            f"{', '.join(built)}); install onnxruntime-gpu"
+        )
     else:
         lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
         major = linked_tensorrt_major(lib)
         links = f"TensorRT {major}" if major is not None else "a TensorRT it names in its library"
-        why = (f"its provider library links {links} (libnvinfer), which did not load; installed: "
-               f"{_installed_tensorrt()}. Install that TensorRT major's libraries, or use the "
-               "'tensorrt' runtime with plans built by rnnedge.exporters.tensorrt")
+        why = (
+            f"its provider library links {links} (libnvinfer), which did not load; installed: "
+            f"{_installed_tensorrt()}. Install that TensorRT major's libraries, or use the "
+            "'tensorrt' runtime with plans built by rnnedge.exporters.tensorrt"
+        )
     raise RuntimeUnavailableError(
-        f"asked for {TRT_EP} but the session runs on {', '.join(active) or 'nothing'}: {why}")
+        f"asked for {TRT_EP} but the session runs on {', '.join(active) or 'nothing'}: {why}"
+    )
 
 
 class _CudaPython:
@@ -174,8 +200,10 @@ class _CudaPython:
     def _call(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
-            raise DeviceError(f"a CUDA runtime call failed: {err}; the GPU may be out of memory "
-                              "or in an error state (check nvidia-smi), or restart the process")
+            raise DeviceError(
+                f"a CUDA runtime call failed: {err}; the GPU may be out of memory "
+                "or in an error state (check nvidia-smi), or restart the process"
+            )
         return rest[0] if len(rest) == 1 else rest
 
     def alloc(self, nbytes: int) -> Any:
@@ -186,13 +214,15 @@ class _CudaPython:
 
     def to_device(self, mem: Any, arr: np.ndarray) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._call(self.rt.cudaMemcpyAsync(int(mem), arr.ctypes.data, arr.nbytes, kind,
-                                           self.stream))
+        self._call(
+            self.rt.cudaMemcpyAsync(int(mem), arr.ctypes.data, arr.nbytes, kind, self.stream)
+        )
 
     def to_host(self, arr: np.ndarray, mem: Any) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._call(self.rt.cudaMemcpyAsync(arr.ctypes.data, int(mem), arr.nbytes, kind,
-                                           self.stream))
+        self._call(
+            self.rt.cudaMemcpyAsync(arr.ctypes.data, int(mem), arr.nbytes, kind, self.stream)
+        )
 
     def synchronize(self) -> None:
         self._call(self.rt.cudaStreamSynchronize(self.stream))
@@ -239,8 +269,6 @@ class _Torch:
         self.stream.synchronize()
 
 
-
-
 class TensorRTRunner(Runner):
     """Runs a TensorRT plan, given as a path or produced by a loader when activated.
 
@@ -257,13 +285,19 @@ class TensorRTRunner(Runner):
     requires: ClassVar[tuple[str, ...]] = ("tensorrt",)
     install_hint: ClassVar[str] = "pip install 'rnnedge[tensorrt]' on a machine with a GPU"
 
-    def __init__(self, model: str | os.PathLike[str] | PlanLoader, *,
-                 loader: PlanLoader | None = None, device_id: int = 0) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | PlanLoader,
+        *,
+        loader: PlanLoader | None = None,
+        device_id: int = 0,
+    ) -> None:
         super().__init__()
         if callable(model) and not isinstance(model, (str, os.PathLike)):
             if loader is not None:
-                raise InputError("TensorRTRunner got two loaders (as model and as loader=); "
-                                 "pass one")
+                raise InputError(
+                    "TensorRTRunner got two loaders (as model and as loader=); pass one"
+                )
             loader, model = model, getattr(model, "onnx_path", "<loader>")
         self.model = Path(model)  # type: ignore[arg-type]
         self.loader = loader
@@ -273,11 +307,14 @@ class TensorRTRunner(Runner):
                 f"'{self.model}' is an ONNX file; TensorRTRunner runs TensorRT plans. Give it a "
                 "loader that builds (or reuses) the plan: TensorRTRunner(path, loader="
                 "rnnedge.exporters.tensorrt.EngineFromOnnx(path, batch=(1, 2, 16), "
-                "seq_len=(1, 64, 1024))), or build one first with build_engine(path, 'model.plan')")
+                "seq_len=(1, 64, 1024))), or build one first with build_engine(path, 'model.plan')"
+            )
         built_for = getattr(loader, "device_id", None)
         if built_for is not None and int(built_for) != self.device_id:
-            raise InputError(f"the loader builds for CUDA device {built_for} but the runner runs "
-                             f"on device {self.device_id}; give both the same device_id")
+            raise InputError(
+                f"the loader builds for CUDA device {built_for} but the runner runs "
+                f"on device {self.device_id}; give both the same device_id"
+            )
         self.plan: Path | None = None
         self.manifest: Manifest | None = None
         self.build_reason = ""
@@ -302,17 +339,22 @@ class TensorRTRunner(Runner):
         else:
             self.plan = self.model
         if not self.plan.is_file():
-            raise ModelFileError(f"engine file '{self.plan}' does not exist (expected a .plan "
-                                 "written by rnnedge.exporters.tensorrt.build_engine)")
+            raise ModelFileError(
+                f"engine file '{self.plan}' does not exist (expected a .plan "
+                "written by rnnedge.exporters.tensorrt.build_engine)"
+            )
         manifest = Manifest.read(manifest_path(self.plan))
         if manifest is None:
-            raise ModelFileError(f"'{self.plan}' has no manifest '{manifest_path(self.plan).name}'"
-                                 " beside it, so nothing says which TensorRT and GPU it is for; "
-                                 "rebuild it with build_engine")
+            raise ModelFileError(
+                f"'{self.plan}' has no manifest '{manifest_path(self.plan).name}'"
+                " beside it, so nothing says which TensorRT and GPU it is for; "
+                "rebuild it with build_engine"
+            )
         why = stale_reason(manifest, environment(trt, self.device_id))
         if why:
-            raise RuntimeUnavailableError(f"engine '{self.plan}' was built for another "
-                                          f"environment ({why}); rebuild it here")
+            raise RuntimeUnavailableError(
+                f"engine '{self.plan}' was built for another environment ({why}); rebuild it here"
+            )
         self.manifest = manifest
         self._dev = _CudaPython(self.device_id) if has_cuda_python() else _Torch(self.device_id)
         try:
@@ -328,8 +370,10 @@ class TensorRTRunner(Runner):
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.plan.read_bytes())
         if self._engine is None:
-            raise ModelFileError(f"TensorRT could not load '{self.plan}': "
-                                 f"{' | '.join(self._logger.messages[-3:]) or 'no message'}")
+            raise ModelFileError(
+                f"TensorRT could not load '{self.plan}': "
+                f"{' | '.join(self._logger.messages[-3:]) or 'no message'}"
+            )
         self._context = self._engine.create_execution_context()
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -337,9 +381,16 @@ class TensorRTRunner(Runner):
         self._inputs = [n for n in names if is_in[n]]
         self._outputs = [n for n in names if not is_in[n]]
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        self._specs = [TensorSpec(n, self._dtypes[n].name, tuple(
-            d if d >= 0 else f"{n}_dim{i}" for i, d in enumerate(engine.get_tensor_shape(n))))
-            for n in self._inputs]
+        self._specs = [
+            TensorSpec(
+                n,
+                self._dtypes[n].name,
+                tuple(
+                    d if d >= 0 else f"{n}_dim{i}" for i, d in enumerate(engine.get_tensor_shape(n))
+                ),
+            )
+            for n in self._inputs
+        ]
 
     def _deactivate_impl(self) -> None:
         for mem, _ in self._mem.values():
@@ -368,8 +419,9 @@ class TensorRTRunner(Runner):
         missing = [n for n in self._inputs if n not in feeds]
         unknown = [n for n in feeds if n not in self._inputs]
         if missing or unknown:
-            raise InputError(f"given {describe_feeds(feeds)}; this engine takes exactly "
-                             f"{self._inputs}")
+            raise InputError(
+                f"given {describe_feeds(feeds)}; this engine takes exactly {self._inputs}"
+            )
         assert self.manifest is not None
         arrays = {n: np.ascontiguousarray(feeds[n], dtype=self._dtypes[n]) for n in self._inputs}
         check_profile(self.manifest.profiles, {n: a.shape for n, a in arrays.items()})
@@ -384,13 +436,17 @@ class TensorRTRunner(Runner):
         for name in self._outputs:
             shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise InputError(f"TensorRT could not infer the shape of output '{name}' "
-                                 f"({shape}) from {describe_feeds(arrays)}")
+                raise InputError(
+                    f"TensorRT could not infer the shape of output '{name}' "
+                    f"({shape}) from {describe_feeds(arrays)}"
+                )
             out[name] = np.empty(shape, dtype=self._dtypes[name])
             ctx.set_tensor_address(name, self._buffer(name, out[name].nbytes))
         if not ctx.execute_async_v3(self._dev.handle):
-            raise DeviceError(f"TensorRT failed to run {describe_feeds(feeds)}: "
-                             f"{' | '.join(self._logger.messages[-3:]) or 'no message'}")
+            raise DeviceError(
+                f"TensorRT failed to run {describe_feeds(feeds)}: "
+                f"{' | '.join(self._logger.messages[-3:]) or 'no message'}"
+            )
         for name, arr in out.items():
             self._dev.to_host(arr, self._mem[name][0])
         self._dev.synchronize()

@@ -30,8 +30,17 @@ Profile = tuple[Shape, Shape, Shape]
 Range = tuple[int, int, int]
 MANIFEST_FORMAT = 1
 #: fields that make a plan what it is; `created` only says when
-COMPARED = ("format", "tensorrt_version", "gpu_name", "compute_capability", "cuda_version",
-            "onnx_sha256", "precision", "profiles", "builder")
+COMPARED = (
+    "format",
+    "tensorrt_version",
+    "gpu_name",
+    "compute_capability",
+    "cuda_version",
+    "onnx_sha256",
+    "precision",
+    "profiles",
+    "builder",
+)
 ENVIRONMENT = ("tensorrt_version", "gpu_name", "compute_capability", "cuda_version")
 
 
@@ -42,8 +51,9 @@ def check_range(what: str, value: Any) -> Range:
         if any(int(v) != v for v in value):
             raise ValueError
     except (TypeError, ValueError):
-        raise InputError(f"{what} range must be three integers (min, opt, max), got {value!r}"
-                         ) from None
+        raise InputError(
+            f"{what} range must be three integers (min, opt, max), got {value!r}"
+        ) from None
     if lo < 1:
         raise InputError(f"{what} range {(lo, opt, hi)}: min must be ≥ 1")
     if not lo <= opt <= hi:
@@ -78,7 +88,8 @@ def profiles_from_ranges(
             else:
                 raise InputError(
                     f"input '{tensor.name}' has symbolic dim '{dim}' at axis {axis}, which is "
-                    "neither its batch nor its seq_len axis; a profile needs it fixed")
+                    "neither its batch nor its seq_len axis; a profile needs it fixed"
+                )
             for k in range(3):
                 shapes[k].append(values[k])
         profiles[tensor.name] = (tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2]))
@@ -110,12 +121,16 @@ class Manifest:
             d = json.loads(text)
             known = {f.name for f in fields(cls)}
             d = {k: v for k, v in d.items() if k in known}
-            d["profiles"] = {str(name): tuple(tuple(int(x) for x in s) for s in shapes)
-                             for name, shapes in d["profiles"].items()}
+            d["profiles"] = {
+                str(name): tuple(tuple(int(x) for x in s) for s in shapes)
+                for name, shapes in d["profiles"].items()
+            }
             manifest = cls(**d)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise ModelFileError(f"{source}: not a valid rnnedge engine manifest "
-                                 f"({type(exc).__name__}: {exc}); rebuild the engine") from exc
+            raise ModelFileError(
+                f"{source}: not a valid rnnedge engine manifest "
+                f"({type(exc).__name__}: {exc}); rebuild the engine"
+            ) from exc
         if any(len(p) != 3 for p in manifest.profiles.values()):
             raise ModelFileError(f"{source}: profiles must hold (min, opt, max) shapes")
         return manifest
@@ -138,8 +153,9 @@ def manifest_path(plan: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def _differences(have: Mapping[str, Any], want: Mapping[str, Any], keys: Any,
-                 prefix: str = "") -> list[str]:
+def _differences(
+    have: Mapping[str, Any], want: Mapping[str, Any], keys: Any, prefix: str = ""
+) -> list[str]:
     """`field differs: plan has A, wanted B`, one per differing key, nested dicts by key."""
     out = []
     for key in keys:
@@ -183,21 +199,26 @@ def device_info(device_id: int = 0) -> dict[str, str]:
             err2, version = rt.cudaRuntimeGetVersion()
             if int(err) == 0 and int(err2) == 0:
                 name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-                return {"gpu_name": name.strip("\x00 "),
-                        "compute_capability": f"{prop.major}.{prop.minor}",
-                        "cuda_version": f"{version // 1000}.{(version % 1000) // 10}"}
+                return {
+                    "gpu_name": name.strip("\x00 "),
+                    "compute_capability": f"{prop.major}.{prop.minor}",
+                    "cuda_version": f"{version // 1000}.{(version % 1000) // 10}",
+                }
         except ImportError:
             pass
     if module_present("torch"):
         torch = require("torch", "reading the GPU's properties")
         if torch.cuda.is_available():
             major, minor = torch.cuda.get_device_capability(device_id)
-            return {"gpu_name": torch.cuda.get_device_name(device_id),
-                    "compute_capability": f"{major}.{minor}",
-                    "cuda_version": str(torch.version.cuda)}
+            return {
+                "gpu_name": torch.cuda.get_device_name(device_id),
+                "compute_capability": f"{major}.{minor}",
+                "cuda_version": str(torch.version.cuda),
+            }
     raise RuntimeUnavailableError(
         "cannot read the GPU's properties: needs cuda-python (pip install 'rnnedge[tensorrt]') "
-        "or torch with CUDA, and a visible GPU")
+        "or torch with CUDA, and a visible GPU"
+    )
 
 
 def module_present(name: str) -> bool:
@@ -220,7 +241,8 @@ def require_tensorrt(purpose: str) -> Any:
     if not module_present("tensorrt"):
         raise RuntimeUnavailableError(
             f"{purpose} needs the Python package 'tensorrt', which is not installed here; "
-            "install it with: pip install 'rnnedge[tensorrt]' (a machine with an NVIDIA GPU)")
+            "install it with: pip install 'rnnedge[tensorrt]' (a machine with an NVIDIA GPU)"
+        )
     return require("tensorrt", purpose)
 
 
@@ -256,16 +278,20 @@ def collecting_logger(trt: Any) -> Any:
             self.messages: list[str] = []
 
         def log(self, severity: Any, msg: str) -> None:
-            keep = (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR,
-                    trt.ILogger.Severity.WARNING)
+            keep = (
+                trt.ILogger.Severity.INTERNAL_ERROR,
+                trt.ILogger.Severity.ERROR,
+                trt.ILogger.Severity.WARNING,
+            )
             if severity in keep:
                 self.messages.append(f"{getattr(severity, 'name', severity)}: {msg}")
 
     return _Logger()
 
 
-def profile_violations(profiles: Mapping[str, Profile],
-                       shapes: Mapping[str, Sequence[int]]) -> list[str]:
+def profile_violations(
+    profiles: Mapping[str, Profile], shapes: Mapping[str, Sequence[int]]
+) -> list[str]:
     """Every input whose shape falls outside the engine's profile, said with the range."""
     problems = []
     for name, shape in shapes.items():
@@ -274,14 +300,21 @@ def profile_violations(profiles: Mapping[str, Profile],
         lo, _, hi = profiles[name]
         shape = tuple(int(d) for d in shape)
         if len(shape) != len(lo):
-            problems.append(f"'{name}' has rank {len(shape)} (shape {shape}); the engine "
-                            f"expects rank {len(lo)}, between {lo} and {hi}")
+            problems.append(
+                f"'{name}' has rank {len(shape)} (shape {shape}); the engine "
+                f"expects rank {len(lo)}, between {lo} and {hi}"
+            )
             continue
-        bad = [f"dim {i} = {d} not in [{a}, {b}]"
-               for i, (d, a, b) in enumerate(zip(shape, lo, hi, strict=True)) if not a <= d <= b]
+        bad = [
+            f"dim {i} = {d} not in [{a}, {b}]"
+            for i, (d, a, b) in enumerate(zip(shape, lo, hi, strict=True))
+            if not a <= d <= b
+        ]
         if bad:
-            problems.append(f"'{name}' has shape {shape}, outside the engine's profile "
-                            f"{lo} … {hi} ({'; '.join(bad)})")
+            problems.append(
+                f"'{name}' has shape {shape}, outside the engine's profile "
+                f"{lo} … {hi} ({'; '.join(bad)})"
+            )
     return problems
 
 
@@ -289,6 +322,7 @@ def check_profile(profiles: Mapping[str, Profile], shapes: Mapping[str, Sequence
     """Refuse shapes outside the profile before TensorRT sees them."""
     problems = profile_violations(profiles, shapes)
     if problems:
-        raise InputError("; ".join(problems) + "; rebuild the engine with wider batch/seq_len "
-                         "ranges (rnnedge.exporters.tensorrt.build_engine)")
-
+        raise InputError(
+            "; ".join(problems) + "; rebuild the engine with wider batch/seq_len "
+            "ranges (rnnedge.exporters.tensorrt.build_engine)"
+        )
