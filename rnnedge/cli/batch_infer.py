@@ -42,8 +42,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--output", required=True, help="folder for the forecast files, <input stem>.parquet each"
     )
     common.add_force(p, "forecast files already in --output")
-    p.add_argument("--actors", type=int, default=2, help="actors, one model session each (2)")
-    p.add_argument("--batch-size", type=int, default=1024, help="sequences per actor call (1024)")
+    p.add_argument(
+        "--actors", type=common.whole, default=2, help="actors, one model session each (2)"
+    )
+    p.add_argument(
+        "--batch-size", type=common.whole, default=1024, help="sequences per actor call (1024)"
+    )
     p.add_argument(
         "--gpu",
         default="auto",
@@ -57,7 +61,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-restarts",
-        type=int,
+        type=common.whole,
         default=3,
         help="restarts of a dead actor and retries of its batch (3)",
     )

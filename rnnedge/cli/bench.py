@@ -36,19 +36,19 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_shape_grid(p, batches="1,8", seq_lens="1,16,64,256,1024")
     p.add_argument(
         "--budget-s",
-        type=float,
+        type=common.real,
         default=DEFAULT_BUDGET_S,
         help=f"time spent measuring each point ({DEFAULT_BUDGET_S})",
     )
     p.add_argument(
         "--warmup",
-        type=int,
+        type=common.whole,
         default=DEFAULT_WARMUP,
         help=f"untimed calls before each point ({DEFAULT_WARMUP})",
     )
     p.add_argument(
         "--retries",
-        type=int,
+        type=common.whole,
         default=2,
         help="re-measure a point up to this many times while other processes disturb it (2)",
     )
@@ -68,7 +68,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tune-budget-s",
-        type=float,
+        type=common.real,
         default=0.15,
         help="time per candidate setting while tuning (0.15)",
     )

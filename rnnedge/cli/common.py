@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -31,6 +32,26 @@ MAX_NUM_LAYERS = 64
 MAX_BUDGET_S = 3600.0
 #: idle timeouts of served sequences: past this, "never" is meant, and Triton's µs overflow
 MAX_IDLE_S = 1e9
+
+
+_PLAIN_NUMBER = re.compile(
+    r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", re.I | re.A
+)
+_PLAIN_INT = re.compile(r"[+-]?\d+", re.A)
+
+
+def real(text: str) -> float:
+    """argparse type: a plain ASCII decimal number (`float()` would also take `٣` or `1_0`)."""
+    if not _PLAIN_NUMBER.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a number like 0.5 or 1e-3, got {text!r}")
+    return float(text)
+
+
+def whole(text: str) -> int:
+    """argparse type: a plain ASCII integer (`int()` would also take `٣` or `1_000`)."""
+    if not _PLAIN_INT.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a whole number like 3, got {text!r}")
+    return int(text)
 
 
 class UsageError(RnnEdgeError):
@@ -141,11 +162,11 @@ def add_model_settings(p: argparse.ArgumentParser) -> None:
         choices=["lstm", "gru", "rnn_tanh", "rnn_relu"],
         help="recurrent cell (default lstm)",
     )
-    g.add_argument("--hidden-size", type=int, default=32, help="hidden units per layer (32)")
-    g.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers (1)")
+    g.add_argument("--hidden-size", type=whole, default=32, help="hidden units per layer (32)")
+    g.add_argument("--num-layers", type=whole, default=1, help="stacked recurrent layers (1)")
     g.add_argument(
         "--dropout",
-        type=float,
+        type=real,
         default=0.0,
         help="dropout between stacked layers, training only (0)",
     )
@@ -154,20 +175,20 @@ def add_model_settings(p: argparse.ArgumentParser) -> None:
 def add_train_settings(p: argparse.ArgumentParser) -> None:
     """The training loop's knobs (train and demo)."""
     g = p.add_argument_group("training (Adam + MSE, next-step forecasting)")
-    g.add_argument("--epochs", type=int, default=60, help="passes over the windows (60)")
-    g.add_argument("--batch-size", type=int, default=32, help="windows per step (32)")
-    g.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3)")
-    g.add_argument("--window", type=int, default=32, help="time steps per training window (32)")
+    g.add_argument("--epochs", type=whole, default=60, help="passes over the windows (60)")
+    g.add_argument("--batch-size", type=whole, default=32, help="windows per step (32)")
+    g.add_argument("--lr", type=real, default=5e-3, help="Adam learning rate (5e-3)")
+    g.add_argument("--window", type=whole, default=32, help="time steps per training window (32)")
     g.add_argument(
         "--val-fraction",
-        type=float,
+        type=real,
         default=0.2,
         help="last fraction of the series kept for validation (0.2)",
     )
-    g.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    g.add_argument("--seed", type=whole, default=0, help="random seed (0)")
     g.add_argument(
         "--patience",
-        type=int,
+        type=whole,
         default=10,
         help="stop after this many epochs without a better validation loss; the best "
         "epoch's weights are kept (10; 0 never stops early)",
@@ -191,7 +212,7 @@ def add_precision(p: argparse.ArgumentParser, default: str = "fp32") -> None:
     )
     p.add_argument(
         "--margin",
-        type=float,
+        type=real,
         default=0.01,
         help="allowed relative worsening of validation MSE vs fp32 (0.01 = 1%%)",
     )
@@ -246,7 +267,7 @@ def at_least(value: int, flag: str, low: int, high: int = INT_MAX) -> int:
 
 
 def positive_float(value: float, flag: str, high: float = math.inf) -> float:
-    """A finite float > 0 (`type=float` lets nan, inf and negatives through), at most `high`."""
+    """A finite float > 0 (`type=real` lets nan, inf and negatives through), at most `high`."""
     if not (math.isfinite(value) and value > 0):
         raise UsageError(f"{flag} must be a finite number > 0, got {value}")
     if value > high:

@@ -22,7 +22,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .pt checkpoint written by `rnnedge train`")
     common.add_output(p, "ONNX path (default: the checkpoint's, .onnx)")
     common.add_exporter(p, "torch exporter; passed to torch explicitly (torchscript)")
-    p.add_argument("--opset", type=int, help="ONNX opset (17 torchscript, 18 dynamo)")
+    p.add_argument("--opset", type=common.whole, help="ONNX opset (17 torchscript, 18 dynamo)")
     p.add_argument(
         "--time-major",
         action="store_true",

@@ -19,7 +19,9 @@ class Options:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_model(p)
-    p.add_argument("--seq-len", type=int, help="the example length used at export, if known")
+    p.add_argument(
+        "--seq-len", type=common.whole, help="the example length used at export, if known"
+    )
     common.add_json(p)
 
 

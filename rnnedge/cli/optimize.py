@@ -31,7 +31,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", help="score on this checkpoint's validation split")
     g.add_argument("--data", help="score on a CSV (next-step windows over its rows)")
-    p.add_argument("--window", type=int, help="steps per window with --data (required there)")
+    p.add_argument(
+        "--window", type=common.whole, help="steps per window with --data (required there)"
+    )
     p.add_argument("--target", help="column forecast with --data (default: the model's)")
     common.add_output(p, "where the reduced file goes (default: MODEL.<precision>.onnx)")
     common.add_json(p)

@@ -26,13 +26,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-o", "--out-dir", default="runs/report", help="output folder (runs/report)")
     common.add_force(p, f"{', '.join(FILES)} already in the output folder")
-    p.add_argument("--features", type=int, help="input features, for a user module")
+    p.add_argument("--features", type=common.whole, help="input features, for a user module")
     p.add_argument(
         "--time-major", action="store_true", help="a user module takes (seq_len, batch, features)"
     )
     common.add_exporter(p)
     common.add_shape_grid(p, batches="1,4", seq_lens="1,16,64,256", what="parity and bench")
-    p.add_argument("--budget-s", type=float, default=0.2, help="bench time per point (0.2)")
+    p.add_argument("--budget-s", type=common.real, default=0.2, help="bench time per point (0.2)")
     common.add_json(p, "the report's JSON")
 
 

@@ -32,7 +32,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_output(p, "write .csv, .npy or .json (default: CSV on stdout)")
     p.add_argument("--runtime", default="auto", help="runtime (auto)")
     p.add_argument("--stream", action="store_true", help="feed the series chunk by chunk")
-    p.add_argument("--chunk", type=int, default=None, help="steps per chunk with --stream (1)")
+    p.add_argument(
+        "--chunk", type=common.whole, default=None, help="steps per chunk with --stream (1)"
+    )
     common.add_load_overrides(p)
     common.add_extra(p)
     common.add_nan_policy(p)

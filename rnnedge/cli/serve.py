@@ -37,17 +37,19 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address to listen on (127.0.0.1; 0.0.0.0 for every interface)",
     )
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (8000)")
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (8001)")
-    p.add_argument("--instances", type=int, default=2, help="requests run concurrently (2)")
+    p.add_argument("--http-port", type=common.whole, default=8000, help="HTTP port (8000)")
+    p.add_argument("--grpc-port", type=common.whole, default=8001, help="gRPC port (8001)")
+    p.add_argument(
+        "--instances", type=common.whole, default=2, help="requests run concurrently (2)"
+    )
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=common.real,
         default=IDLE_TIMEOUT_S,
         help=f"seconds without a request before a sequence's state is freed ({IDLE_TIMEOUT_S:g})",
     )
     p.add_argument(
-        "--max-sequences", type=int, default=10_000, help="live sequences at most (10000)"
+        "--max-sequences", type=common.whole, default=10_000, help="live sequences at most (10000)"
     )
     common.add_load_overrides(p)
     p.add_argument("--log-file", help="write Triton's log here instead of the terminal")

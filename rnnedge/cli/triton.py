@@ -28,11 +28,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name in the repository (default: the file's stem)")
     p.add_argument(
         "--max-batch-size",
-        type=int,
+        type=common.whole,
         default=8,
         help="sequences advanced together in one ORT call (8)",
     )
-    p.add_argument("--instances", type=int, default=1, help="model instances per device (1)")
+    p.add_argument(
+        "--instances", type=common.whole, default=1, help="model instances per device (1)"
+    )
     p.add_argument("--kind", default="cpu", choices=["cpu", "gpu"], help="instance kind (cpu)")
     p.add_argument(
         "--strategy",
@@ -42,20 +44,20 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-queue-delay-us",
-        type=int,
+        type=common.whole,
         default=100,
         help="how long a request may wait for a fuller batch, µs (100)",
     )
     p.add_argument(
         "--idle-timeout",
-        type=float,
+        type=common.real,
         default=IDLE_TIMEOUT_S,
         help="seconds without a request before a sequence is ended and its state "
         f"slot freed ({IDLE_TIMEOUT_S:g})",
     )
     p.add_argument(
         "--max-candidate-sequences",
-        type=int,
+        type=common.whole,
         default=256,
         help="live sequences the oldest strategy holds state for (256)",
     )

@@ -37,7 +37,11 @@ from rnnedge.cli.main import main as rnnedge_main  # noqa: E402
 from rnnedge.errors import InputError, ModelFileError, RnnEdgeError  # noqa: E402
 from rnnedge.modeling.models import ModelConfig, SequenceModel  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),
+    pytest.mark.torch,
+    pytest.mark.ray,
+]
 N_SEQ, FILES = 3000, 4
 Reference = dict[str, dict[object, tuple[np.ndarray, np.ndarray]]]
 

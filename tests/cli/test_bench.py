@@ -22,6 +22,8 @@ from rnnedge.cli.main import main
 from rnnedge.errors import InputError
 from rnnedge.tools.benchrun import BenchConfig, run_bench
 
+pytestmark = pytest.mark.torch
+
 TINY_SWEEP = [
     "--seq-lens",
     "1,8",

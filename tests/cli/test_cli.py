@@ -32,6 +32,8 @@ from rnnedge.cli.main import main  # noqa: E402
 from rnnedge.errors import EXIT_CODES, ExportError, RnnEdgeError  # noqa: E402
 from rnnedge.modeling import data  # noqa: E402
 
+pytestmark = pytest.mark.torch
+
 TINY = ["--epochs", "2", "--hidden-size", "8", "--window", "16"]
 SERIES_LEN = 120
 

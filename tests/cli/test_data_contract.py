@@ -21,6 +21,8 @@ pytest.importorskip("onnx")
 import rnnedge
 from rnnedge.cli.main import main
 
+pytestmark = pytest.mark.torch
+
 PUBLIC = Path(__file__).resolve().parents[1] / "fixtures" / "public"
 MACRO = PUBLIC / "macrodata.csv"
 CO2 = PUBLIC / "co2.csv"

@@ -26,6 +26,8 @@ TORCH_AND_ONNX = ("torch", "onnx", "onnxscript")
 
 CHILD = """
 import contextlib, importlib.abc, io, json, sys
+
+pytestmark = pytest.mark.torch
 BLOCKED = {blocked!r}
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):

@@ -14,6 +14,8 @@ pytest.importorskip("onnxruntime.quantization")
 import rnnedge
 from rnnedge.cli.main import main
 
+pytestmark = pytest.mark.torch
+
 TINY = ["--epochs", "3", "--hidden-size", "16", "--window", "16"]
 
 

@@ -13,6 +13,8 @@ USER_MODULE = """
 import torch
 from torch import nn
 
+pytestmark = pytest.mark.torch
+
 
 class Forecaster(nn.Module):
     def __init__(self):

@@ -21,6 +21,8 @@ from rnnedge.errors import ExportError, InputError, UnsupportedModelError
 from rnnedge.modeling.models import ModelConfig, SequenceModel, stateful_wrapper
 from rnnedge.runtime.backends.ort import read_spec
 
+pytestmark = pytest.mark.torch
+
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 CONFIGS = list(itertools.product(CELLS, (True, False), (False, True)))
 

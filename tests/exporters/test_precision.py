@@ -23,6 +23,8 @@ from rnnedge.spec import Normalization, PrecisionRecord, RnnSpec
 
 pytest.importorskip("onnxruntime.quantization", reason="int8 needs onnxruntime's quantizer")
 
+pytestmark = pytest.mark.torch
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:

@@ -18,6 +18,8 @@ from torch import nn
 import rnnedge
 from rnnedge.errors import InputError
 
+pytestmark = pytest.mark.torch
+
 VOCAB, CLASSES, TAGS = 50, 4, 6
 
 

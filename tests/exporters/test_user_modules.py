@@ -20,6 +20,8 @@ from torch import nn
 import rnnedge
 from rnnedge.errors import InputError, UnsupportedModelError
 
+pytestmark = pytest.mark.torch
+
 RNNS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 
 

@@ -140,7 +140,11 @@ def _base(command: str, ctx: Ctx) -> Base | None:
         if command not in ("demo", "train", "runtimes", "export", "report")
         else None
     )
-    ckpt = ctx.copy(art.ckpt, "model.pt") if command in ("export", "verify", "report") else None
+    ckpt = (
+        ctx.copy(art.ckpt, "model.pt")
+        if command in ("export", "verify", "report", "optimize")
+        else None
+    )
     data = ctx.copy(art.csv, "series.csv") if command in ("train", "run") else None
     js = [("--json", None)]
     small = [("--batches", "1"), ("--seq-lens", "2"), ("--budget-s", "0.01")]
@@ -194,6 +198,16 @@ def _base(command: str, ctx: Ctx) -> Base | None:
                 *js,
             ],
             {},
+            {"model": onnx, "checkpoint": ckpt},
+            check=json_stdout_problem,
+        )
+    if command == "optimize":
+        out = d / "optimized.onnx"
+        return Base(
+            [str(onnx)],
+            # auto keeps fp32 among its candidates, so a valid call always writes a file
+            [("--precision", "auto"), ("--checkpoint", str(ckpt)), ("-o", str(out)), *js],
+            {"output": out},
             {"model": onnx, "checkpoint": ckpt},
             check=json_stdout_problem,
         )

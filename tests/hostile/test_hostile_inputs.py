@@ -25,6 +25,8 @@ from tests.hostile import artifacts as artifacts_mod
 from tests.hostile.cases import FAMILIES, fuzz_seed, generate
 from tests.hostile.worker import Worker, run_family
 
+pytestmark = pytest.mark.torch
+
 MIN_CASES = 1000
 
 

@@ -10,6 +10,8 @@ from rnnedge.modeling.data import load_sunspots, synthetic
 from rnnedge.modeling.models import ModelConfig, SequenceModel
 from rnnedge.modeling.train import TrainConfig, load_checkpoint, save_checkpoint, train
 
+pytestmark = pytest.mark.torch
+
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("batch_first", [True, False])

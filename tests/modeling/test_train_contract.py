@@ -19,6 +19,8 @@ from rnnedge.modeling.train import (  # noqa: E402
     train,
 )
 
+pytestmark = pytest.mark.torch
+
 
 def _val_loss(res) -> float:  # the validation loss of the weights the result holds
     from rnnedge.modeling.data import make_windows

@@ -19,6 +19,8 @@ from rnnedge.runtime import onnxscan
 
 pytest.importorskip("onnxruntime")
 
+pytestmark = pytest.mark.torch
+
 
 def _export_fp16(cell: str, path: Path) -> Path:
     torch.manual_seed(0)

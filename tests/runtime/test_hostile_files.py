@@ -13,6 +13,8 @@ from rnnedge.errors import ModelFileError
 from rnnedge.modeling.models import ModelConfig, SequenceModel
 from rnnedge.spec import SPEC_KEY
 
+pytestmark = pytest.mark.torch
+
 
 def _graph_with_initializer(w: onnx.TensorProto) -> onnx.ModelProto:
     g = helper.make_graph(

@@ -21,6 +21,8 @@ from rnnedge.runtime.backends.base import availability, require_runner
 from rnnedge.spec import Normalization
 from rnnedge.verify.parity import TOLERANCES, check_parity, shape_grid
 
+pytestmark = pytest.mark.torch
+
 
 def test_listed_with_a_reason_and_probed_without_importing_openvino() -> None:
     code = (

@@ -11,6 +11,8 @@ from rnnedge.errors import InputError, RnnEdgeError
 from rnnedge.modeling.models import ModelConfig, SequenceModel
 from rnnedge.spec import Normalization
 
+pytestmark = pytest.mark.torch
+
 
 @pytest.fixture(scope="module")
 def path(tmp_path_factory):

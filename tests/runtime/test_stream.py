@@ -18,6 +18,8 @@ from rnnedge.modeling.torch_runner import TorchRunner
 from rnnedge.runtime.model import Model
 from rnnedge.spec import Normalization
 
+pytestmark = pytest.mark.torch
+
 CELLS = ("rnn_tanh", "lstm", "gru")
 T = 40
 

@@ -35,6 +35,8 @@ from rnnedge.serving.server import (
     error_reason,
 )
 
+pytestmark = pytest.mark.serving
+
 ROOT = Path(__file__).resolve().parents[2]
 GRU = ROOT / "tests" / "fixtures" / "foreign_gru_state.onnx"  # x (batch, seq, 2) -> y (.., 5)
 TOL = {"atol": 1e-5, "rtol": 1e-4}
