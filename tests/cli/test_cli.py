@@ -557,7 +557,7 @@ def test_checkpoint_with_pickled_code_is_refused_not_run(
         (
             ["run", "m.onnx", "--input", "s.csv", "--chunk", "seven"],
             "rnnedge run",
-            "argument --chunk: invalid int value: 'seven'",
+            "argument --chunk: expected a whole number like 3, got 'seven'",
         ),
         (
             ["verify", "m.onnx", "--checkpoint", "m.pt", "--runtime"],

@@ -21,13 +21,14 @@ pytest.importorskip("onnx")
 
 from rnnedge.cli.main import COMMANDS, main
 
+pytestmark = pytest.mark.torch
+
 TORCH = ("torch", "onnxscript")
 TORCH_AND_ONNX = ("torch", "onnx", "onnxscript")
 
 CHILD = """
 import contextlib, importlib.abc, io, json, sys
 
-pytestmark = pytest.mark.torch
 BLOCKED = {blocked!r}
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):

@@ -9,11 +9,11 @@ import pytest
 
 from rnnedge.cli.main import main
 
+pytestmark = pytest.mark.torch
+
 USER_MODULE = """
 import torch
 from torch import nn
-
-pytestmark = pytest.mark.torch
 
 
 class Forecaster(nn.Module):
