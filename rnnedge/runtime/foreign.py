@@ -53,7 +53,7 @@ have each state's declared shape with the stream's batch on that axis, in its de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,14 @@ from rnnedge.errors import InputError, ModelFileError
 from rnnedge.runtime.backends.ort import read_spec, session_tensor_specs
 from rnnedge.runtime.layouts import check_layout, guess_layout, state_axis
 from rnnedge.runtime.overrides import Overrides, parse_state_arg, parse_state_axes
+from rnnedge.runtime.pairs import (
+    detected_pairs,
+    explicit_pairs,
+    graph_listing,
+    listing,
+    same_shape_pairs,
+    state_batch_axis,
+)
 from rnnedge.spec import RnnSpec, StatePair, TensorSpec, dims_to_str
 
 __all__ = [
@@ -82,125 +90,6 @@ PRODUCER = {"detected": "rnnedge.foreign"}
 RNN_OP_TYPES = ("RNN", "LSTM", "GRU")
 #: dtypes a data input may have: numbers (a bool or string input is never the sequence)
 _NUMERIC = ("float", "bfloat", "int", "uint")
-Pairs = list[tuple[TensorSpec, TensorSpec]]
-
-
-def _rule_c(name: str) -> set[str]:
-    stem = name[:-3] if name.endswith("_in") else name[:-2] if name.endswith("in") else ""
-    return {stem + "_out", stem + "out"} if stem else set()
-
-
-# (rule for messages, lowercase input name -> the lowercase output names it pairs with)
-_RULES: tuple[tuple[str, Callable[[str], set[str]]], ...] = (
-    ("X0 -> Xn", lambda n: {n[:-1] + "n"} if len(n) > 1 and n.endswith("0") else set()),
-    (
-        "X -> Xn/X_n/X_out/Xout/new_X/next_X",
-        lambda n: {n + "n", n + "_n", n + "_out", n + "out", "new_" + n, "next_" + n},
-    ),
-    ("X_in/Xin -> X_out/Xout", _rule_c),
-    ("in_X -> out_X", lambda n: {"out_" + n[3:]} if n.startswith("in_") and n[3:] else set()),
-)
-
-
-def _listing(label: str, tensors: Sequence[TensorSpec]) -> str:
-    """`inputs: x(batch, seq, 3), h0(1, batch, 4)`, so an error shows what there is."""
-    return f"{label}: " + (", ".join(f"{t.name}{dims_to_str(t.shape)}" for t in tensors) or "none")
-
-
-def _graph(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str:
-    return f"{_listing('inputs', inputs)}; {_listing('outputs', outputs)}"
-
-
-def _incompatibility(inp: TensorSpec, out: TensorSpec) -> str | None:
-    """Why `out` cannot be fed back as `inp` on the next call, or None when it can."""
-    if inp.dtype != out.dtype:
-        return f"dtype {inp.dtype} vs {out.dtype}"
-    if len(inp.shape) != len(out.shape):
-        return f"rank {len(inp.shape)} vs {len(out.shape)}"
-    for axis, (a, b) in enumerate(zip(inp.shape, out.shape, strict=True)):
-        if isinstance(a, int) and isinstance(b, int) and a != b:
-            return f"axis {axis} is {a} vs {b}"
-    return None
-
-
-def _explicit_pairs(
-    names: Mapping[str, str], inputs: list[TensorSpec], outputs: list[TensorSpec], source: str
-) -> Pairs:
-    by_in, by_out = {t.name: t for t in inputs}, {t.name: t for t in outputs}
-    pairs: Pairs = []
-    for i_name, o_name in names.items():
-        missing = [f"input '{i_name}'"] if i_name not in by_in else []
-        missing += [f"output '{o_name}'"] if o_name not in by_out else []
-        if missing:
-            raise InputError(
-                f"{source}: state pair {i_name}:{o_name} names no graph {' or '.join(missing)}; "
-                f"the graph has {_graph(inputs, outputs)}"
-            )
-        if any(o.name == o_name for _, o in pairs):
-            raise InputError(f"{source}: state output '{o_name}' is paired with two inputs")
-        inp, out = by_in[i_name], by_out[o_name]
-        why = _incompatibility(inp, out)
-        if why:
-            raise InputError(
-                f"{source}: state pair {i_name}:{o_name} cannot be carried ({why}): "
-                f"{i_name}{dims_to_str(inp.shape)} vs {o_name}{dims_to_str(out.shape)}"
-            )
-        pairs.append((inp, out))
-    return pairs
-
-
-def _detected_pairs(inputs: list[TensorSpec], outputs: list[TensorSpec], source: str) -> Pairs:
-    pairs: Pairs = []
-    claimed: dict[str, str] = {}  # output -> input
-    for inp in inputs:
-        for rule, targets_of in _RULES:
-            targets = targets_of(inp.name.lower())
-            found = [o for o in outputs if o.name.lower() in targets]
-            found = [o for o in found if _incompatibility(inp, o) is None]
-            if len(found) > 1:
-                names = " and ".join(f"'{o.name}'" for o in found)
-                raise InputError(
-                    f"{source}: state input '{inp.name}' is ambiguous: it pairs with outputs "
-                    f"{names} (rule {rule}); pass state_names, e.g. "
-                    f"--state {inp.name}:{found[0].name}"
-                )
-            if not found:
-                continue
-            out = found[0]
-            if out.name in claimed:
-                raise InputError(
-                    f"{source}: state output '{out.name}' is ambiguous: inputs "
-                    f"'{claimed[out.name]}' and '{inp.name}' both pair with it; pass "
-                    f"state_names, e.g. --state {claimed[out.name]}:{out.name}"
-                )
-            claimed[out.name] = inp.name
-            pairs.append((inp, out))
-            break
-    return pairs
-
-
-def state_batch_axis(state: TensorSpec) -> int:
-    """Where the batch lives in a state tensor judged from its own shape alone: its only
-    symbolic dim, else PyTorch's layout (axis 1 from rank 3, else 0)."""
-    symbolic = [i for i, d in enumerate(state.shape) if isinstance(d, str)]
-    if len(symbolic) == 1:
-        return symbolic[0]
-    return 1 if len(state.shape) >= 3 else 0
-
-
-def same_shape_pairs(
-    inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
-) -> list[tuple[str, str]]:
-    """(input, output) of exactly the same declared dtype and shape, each side matched once:
-    what to try as `state_names` when names follow no rule. Only a suggestion: a data input
-    and its output often match too."""
-    found = []
-    for inp in inputs:
-        same = [o for o in outputs if o.dtype == inp.dtype and o.shape == inp.shape]
-        if len(same) == 1 and inp.shape:
-            found.append((inp.name, same[0].name))
-    outs = [o for _, o in found]
-    return [(i, o) for i, o in found if outs.count(o) == 1]
 
 
 @dataclass
@@ -274,13 +163,14 @@ def _detect(
             t.name != name for t in (inputs if kind == "input" else outputs)
         ):
             raise InputError(
-                f"{source}: {what} '{name}' is not in the graph; it has {_graph(inputs, outputs)}"
+                f"{source}: {what} '{name}' is not in the graph; it has "
+                f"{graph_listing(inputs, outputs)}"
             )
     data_input, data_output = o.data_input, o.data_output
     if o.state_names is not None:
-        raw = _explicit_pairs(o.state_names, inputs, outputs, source)
+        raw = explicit_pairs(o.state_names, inputs, outputs, source)
     else:
-        raw = _detected_pairs(
+        raw = detected_pairs(
             [t for t in inputs if t.name != data_input],
             [t for t in outputs if t.name != data_output],
             source,
@@ -302,7 +192,7 @@ def _detect(
         if not found.data_candidates:
             raise InputError(
                 f"{source}: no non-state numeric input of rank ≥ 1 to use as the sequence "
-                f"input ({_listing('inputs', inputs)}); pass data_input (--data-input)"
+                f"input ({listing('inputs', inputs)}); pass data_input (--data-input)"
             )
         data_input = found.data_candidates[0]
     found.data_input = data_input
@@ -312,7 +202,7 @@ def _detect(
         if data_output is None:
             raise InputError(
                 f"{source}: every output is a state, none is left for the sequence output "
-                f"({_listing('outputs', outputs)}); pass data_output or state_names"
+                f"({listing('outputs', outputs)}); pass data_output or state_names"
             )
     found.data_output = data_output
     found.stage = "layout"
@@ -455,7 +345,8 @@ def resolve_spec(session: Any, *, source: str = "model", **overrides: Any) -> Rn
     for what, name, kind in o.tensor_names():
         if all(t.name != name for t in (inputs if kind == "input" else outputs)):
             raise InputError(
-                f"{source}: {what} '{name}' is not a graph {kind}; it has {_graph(inputs, outputs)}"
+                f"{source}: {what} '{name}' is not a graph {kind}; it has "
+                f"{graph_listing(inputs, outputs)}"
             )
     check_stored(stored, inputs, outputs, source)
     return stored

@@ -10,13 +10,8 @@ import pytest
 
 pytest.importorskip("pyarrow")
 
-from rnnedge.batch.infer import (
-    BatchResult,
-    Predictor,
-    _Collector,
-    error_from_data,
-    read_files,
-)
+from rnnedge.batch.infer import Predictor, read_files
+from rnnedge.batch.results import BatchResult, _Collector, error_from_data
 from rnnedge.errors import InputError, RnnEdgeError, RuntimeUnavailableError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
