@@ -21,6 +21,7 @@ import numpy as np
 from rnnedge._optional import require
 from rnnedge.errors import InputError, ModelFileError, RnnEdgeError
 from rnnedge.fileio import atomic_write
+from rnnedge.runtime.named import name_mismatch
 
 SEQ_ID, STEP = "seq_id", "step"
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "CSV"}
@@ -116,12 +117,11 @@ def read_long_file(
         )
     feats = [c for c in names if c not in (SEQ_ID, STEP)]
     if features is not None:
-        missing = [c for c in features if c not in feats]
-        extra = [c for c in feats if c not in features]
-        if missing or extra:
+        mismatch = name_mismatch(feats, features)
+        if mismatch:
             raise InputError(
                 f"{path.name} has feature columns {feats}; the model was trained on "
-                f"{list(features)} (missing: {missing or 'none'}, extra: {extra or 'none'})"
+                f"{list(features)} ({mismatch})"
             )
         feats = list(features)
     if n_features is not None and len(feats) != n_features:

@@ -146,25 +146,30 @@ def time_like(name: str, cells: Sequence[str]) -> bool:
     return yyyymmdd or index
 
 
+def parse_cell(text: str, name: str, where: str) -> float:
+    """One CSV cell as a number: NaN for a gap (see `NA_TOKENS`), else a finite float, or an
+    error naming the column and the place (`where`: "data row 5 (file line 6) of f.csv")."""
+    if is_missing(text):
+        return float("nan")
+    v = _number(text)
+    if v is None:
+        raise InputError(
+            f"column {name!r} has non-numeric value {text!r} at {where}; "
+            f"expected a number, fix the cell or leave the column out"
+        )
+    if not np.isfinite(v):
+        raise InputError(
+            f"column {name!r} has {text!r} at {where}, which is not a finite "
+            "number; fix the cell (a gap is an empty cell or NA)"
+        )
+    return v
+
+
 def parse_numbers(table: Table, names: Sequence[str]) -> np.ndarray:
     """The named columns as float64 (T, F); missing cells are NaN, anything else not a number
     is an error naming the cell."""
     values = np.empty((len(table.rows), len(names)), dtype=np.float64)
     for j, name in enumerate(names):
         for r, text in enumerate(table.column(name)):
-            if is_missing(text):
-                values[r, j] = np.nan
-                continue
-            v = _number(text)
-            if v is None:
-                raise InputError(
-                    f"column {name!r} has non-numeric value {text!r} at {table.where(r)}; "
-                    f"expected a number, fix the cell or leave the column out"
-                )
-            if not np.isfinite(v):
-                raise InputError(
-                    f"column {name!r} has {text!r} at {table.where(r)}, which is not a finite "
-                    "number; fix the cell (a gap is an empty cell or NA)"
-                )
-            values[r, j] = v
+            values[r, j] = parse_cell(text, name, table.where(r))
     return values

@@ -9,13 +9,25 @@ import: anything with `.columns` and column indexing (pandas, polars) is read th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.spec import RnnSpec
+
+
+def name_mismatch(given: Sequence[str], wanted: Sequence[str], *, sort: bool = False) -> str | None:
+    """`missing: [...], extra: [...]` when `given` is not the set `wanted`, else None: the one
+    wording every by-name check (named input, CSV columns, long files) uses."""
+    missing = [c for c in wanted if c not in given]
+    extra = [c for c in given if c not in wanted]
+    if not missing and not extra:
+        return None
+    if sort:
+        missing, extra = sorted(missing), sorted(extra)
+    return f"missing: {missing or 'none'}, extra: {extra or 'none'}"
 
 
 def is_named(x: Any) -> bool:
@@ -65,12 +77,10 @@ def from_columns(x: Any, spec: RnnSpec) -> np.ndarray:
         )
     wanted = list(contract.features)
     given = [str(n) for n in names]
-    missing = [c for c in wanted if c not in given]
-    extra = [c for c in given if c not in wanted]
-    if missing or extra:
+    mismatch = name_mismatch(given, wanted)
+    if mismatch:
         raise InputError(
-            f"named input has columns {given}; the model was trained on {wanted} (missing: "
-            f"{missing or 'none'}, extra: {extra or 'none'})"
+            f"named input has columns {given}; the model was trained on {wanted} ({mismatch})"
         )
     by_name = dict(zip(given, names, strict=True))
     cols = [_column(x, by_name[c]) for c in wanted]

@@ -22,7 +22,8 @@ import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.fileio import atomic_write, atomic_write_text
-from rnnedge.runtime.gaps import MISSING_POLICIES, POLICY_HINT, fill_missing
+from rnnedge.runtime.gaps import MISSING_POLICIES, fill_missing
+from rnnedge.runtime.named import name_mismatch
 
 FORMATS = (".csv", ".npy", ".json")
 #: a live feed fills each row as it comes; interpolation would need the rows after a gap
@@ -114,11 +115,11 @@ def choose_columns(
     if contract is None:
         return list(requested) if requested else None
     wanted = list(contract.features)
-    if requested is not None and set(requested) != set(wanted):
+    mismatch = None if requested is None else name_mismatch(requested, wanted, sort=True)
+    if mismatch:
         raise InputError(
             f"--columns {list(requested)} are not the model's features; it was trained on "
-            f"{wanted} (missing: {sorted(set(wanted) - set(requested)) or 'none'}, extra: "
-            f"{sorted(set(requested) - set(wanted)) or 'none'})"
+            f"{wanted} ({mismatch})"
         )
     if available is not None:
         missing = [c for c in wanted if c not in available]
@@ -304,21 +305,10 @@ def _rows(reader: Any, width: int) -> Iterator[list[str]]:
 
 
 def _row_values(cells: Sequence[str], names: Sequence[str], line: int) -> np.ndarray:
-    from rnnedge.modeling.tables import is_missing
+    from rnnedge.modeling.tables import parse_cell
 
-    out = np.empty(len(cells), dtype=np.float64)
-    for j, text in enumerate(cells):
-        if is_missing(text):
-            out[j] = np.nan
-            continue
-        try:
-            out[j] = float(text)
-        except ValueError:
-            raise InputError(
-                f"column {names[j]!r} has non-numeric value {text!r} at <stdin> "
-                f"line {line}; expected a number ({POLICY_HINT} for gaps)"
-            ) from None
-    return out
+    where = f"<stdin> line {line}"
+    return np.array([parse_cell(c, n, where) for c, n in zip(cells, names, strict=True)])
 
 
 def write_forecast(result: Forecast, path: str | Path) -> Path:
